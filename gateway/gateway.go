@@ -1,0 +1,167 @@
+// Package gateway serves the Nix binary-cache protocol from IPFS: narinfo
+// answers come from the local manifest (never a network-wide search), NARs are
+// rendered from their UnixFS DAGs and verified against the recorded NarHash
+// while they stream.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/manifests"
+)
+
+// Lookup finds the PathInfo of a store-path hash. It returns an error
+// wrapping manifests.ErrNotFound when the path is not published.
+type Lookup interface {
+	Lookup(ctx context.Context, hashPart string) (*manifests.PathInfo, error)
+}
+
+// Config configures a Gateway.
+type Config struct {
+	API      coreiface.CoreAPI
+	Paths    Lookup
+	StoreDir string // default /nix/store
+	Priority int    // nix-cache-info Priority; lower wins (cache.nixos.org is 40)
+	// NoZstd turns off zstd Content-Encoding even when clients ask for it.
+	NoZstd bool
+	Logger *slog.Logger
+}
+
+// Gateway is an http.Handler.
+type Gateway struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns a gateway serving cfg.
+func New(cfg Config) *Gateway {
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = "/nix/store"
+	}
+	if cfg.Priority == 0 {
+		cfg.Priority = 30
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux()}
+	g.mux.HandleFunc("GET /nix-cache-info", g.cacheInfo)
+	g.mux.HandleFunc("GET /nar/{file}", g.nar)
+	g.mux.HandleFunc("GET /{file}", g.narinfo)
+	return g
+}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// GET patterns match HEAD too; anything else is refused.
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	g.mux.ServeHTTP(w, r)
+}
+
+func (g *Gateway) cacheInfo(w http.ResponseWriter, r *http.Request) {
+	body := fmt.Sprintf("StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", g.cfg.StoreDir, g.cfg.Priority)
+	writeText(w, r, "text/x-nix-cache-info", body)
+}
+
+func writeText(w http.ResponseWriter, r *http.Request, ctype, body string) {
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write([]byte(body))
+}
+
+// notFound is the answer for anything not here: Nix treats 404 as "absent"
+// and retries 5xx, so a missing path must never be a 5xx.
+func notFound(w http.ResponseWriter) {
+	http.Error(w, "not found", http.StatusNotFound)
+}
+
+func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	hash, ok := strings.CutSuffix(file, ".narinfo")
+	if !ok || !manifests.ValidHashPart(hash) {
+		notFound(w)
+		return
+	}
+	p, err := g.cfg.Paths.Lookup(r.Context(), hash)
+	if err != nil {
+		if !errors.Is(err, manifests.ErrNotFound) {
+			g.cfg.Logger.Warn("narinfo lookup", "hash", hash, "err", err)
+		}
+		notFound(w)
+		return
+	}
+	writeText(w, r, "text/x-nix-narinfo", NarInfo(p))
+}
+
+// NarURL is the stateless NAR URL of p: the DAG root, the NAR size and its
+// hash, so any gateway holding the DAG can serve and verify it with no lookup.
+func NarURL(p *manifests.PathInfo) string {
+	return fmt.Sprintf("nar/%s-%d-%s.nar", p.Root, p.NarSize, nixbase32.EncodeToString(p.NarHash))
+}
+
+// parseNarURL undoes NarURL's file part.
+func parseNarURL(file string) (root cid.Cid, size int64, hash []byte, err error) {
+	base, ok := strings.CutSuffix(file, ".nar")
+	if !ok {
+		return cid.Undef, 0, nil, errors.New("not a .nar")
+	}
+	parts := strings.Split(base, "-")
+	if len(parts) != 3 {
+		return cid.Undef, 0, nil, errors.New("want <cid>-<size>-<hash>.nar")
+	}
+	if root, err = cid.Decode(parts[0]); err != nil {
+		return cid.Undef, 0, nil, fmt.Errorf("root: %w", err)
+	}
+	if size, err = strconv.ParseInt(parts[1], 10, 64); err != nil || size <= 0 {
+		return cid.Undef, 0, nil, fmt.Errorf("size %q", parts[1])
+	}
+	if hash, err = nixbase32.DecodeString(parts[2]); err != nil || len(hash) != 32 {
+		return cid.Undef, 0, nil, fmt.Errorf("hash %q", parts[2])
+	}
+	return root, size, hash, nil
+}
+
+// NarInfo renders p as a narinfo: one space after each colon, Compression
+// none written out (missing means bzip2 to Nix), References always present.
+func NarInfo(p *manifests.PathInfo) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "StorePath: %s\n", p.StorePath)
+	fmt.Fprintf(&b, "URL: %s\n", NarURL(p))
+	b.WriteString("Compression: none\n")
+	fmt.Fprintf(&b, "FileHash: %s\n", p.NarHashString())
+	fmt.Fprintf(&b, "FileSize: %d\n", p.NarSize)
+	fmt.Fprintf(&b, "NarHash: %s\n", p.NarHashString())
+	fmt.Fprintf(&b, "NarSize: %d\n", p.NarSize)
+	fmt.Fprintf(&b, "References: %s\n", strings.Join(p.ReferenceNames(), " "))
+	if p.Deriver != nil {
+		fmt.Fprintf(&b, "Deriver: %s\n", *p.Deriver)
+	}
+	for _, s := range p.Signatures {
+		fmt.Fprintf(&b, "Sig: %s\n", s)
+	}
+	if p.CA != nil {
+		fmt.Fprintf(&b, "CA: %s\n", *p.CA)
+	}
+	return b.String()
+}
+
+// rootTimeout bounds how long a NAR request waits for its root block before
+// answering 404: the DAG is expected to be local or on a connected peer.
+const rootTimeout = 20 * time.Second

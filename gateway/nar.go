@@ -1,0 +1,221 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/ipfs/boxo/path"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixipfs/nixipfs/ipldnar"
+)
+
+func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
+	root, size, want, err := parseNarURL(r.PathValue("file"))
+	if err != nil {
+		notFound(w)
+		return
+	}
+	// Check the root is reachable before committing to a 200: a DAG that is
+	// not here is "absent" (404), not a server error.
+	ctx, cancel := context.WithTimeout(r.Context(), rootTimeout)
+	_, err = g.cfg.API.Block().Stat(ctx, path.FromCid(root))
+	cancel()
+	if err != nil {
+		g.cfg.Logger.Info("nar root unavailable", "root", root, "err", err)
+		notFound(w)
+		return
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "application/x-nix-nar")
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	useZstd := !g.cfg.NoZstd && acceptsZstd(r.Header.Get("Accept-Encoding"))
+	h.Add("Vary", "Accept-Encoding")
+
+	start, end := int64(0), size // serve [start, end)
+	status := http.StatusOK
+	if useZstd {
+		h.Set("Content-Encoding", "zstd")
+	} else {
+		// Ranges resume downloads only on identity responses.
+		h.Set("Accept-Ranges", "bytes")
+		if rh := r.Header.Get("Range"); rh != "" {
+			s, e, ok := parseRange(rh, size)
+			if !ok {
+				h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+				http.Error(w, "range not satisfiable", http.StatusRequestedRangeNotSatisfiable)
+				return
+			}
+			start, end, status = s, e, http.StatusPartialContent
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, e-1, size))
+		}
+		h.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+
+	var out io.Writer = w
+	var zw *zstd.Encoder
+	if useZstd {
+		zw, err = zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		defer zw.Close()
+		out = zw
+	}
+	vw := newVerifier(out, size, want, start, end)
+	_, err = ipldnar.Render(r.Context(), vw, root, g.cfg.API.Dag())
+	if errors.Is(err, errRangeDone) {
+		err = nil
+	}
+	if err == nil {
+		err = vw.finish()
+	}
+	if err != nil {
+		// Abort the connection: with the tail held back the client gets a
+		// short body (or a broken zstd stream), never a complete wrong NAR.
+		g.cfg.Logger.Warn("nar render aborted", "root", root, "err", err)
+		if zw != nil {
+			zw.Reset(io.Discard)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+func acceptsZstd(ae string) bool {
+	for _, part := range strings.Split(ae, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(name), "zstd") {
+			q := strings.ReplaceAll(strings.TrimSpace(params), " ", "")
+			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+		}
+	}
+	return false
+}
+
+// parseRange understands one byte range (bytes=a-b, a-, -n). Several ranges
+// are answered as the whole NAR would be too costly to split; Nix asks one.
+func parseRange(h string, size int64) (start, end int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false
+	}
+	if a == "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, false
+		}
+		n = min(n, size)
+		return size - n, size, true
+	}
+	s, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || s < 0 || s >= size {
+		return 0, 0, false
+	}
+	e := size - 1
+	if b != "" {
+		if e, err = strconv.ParseInt(b, 10, 64); err != nil || e < s {
+			return 0, 0, false
+		}
+		e = min(e, size-1)
+	}
+	return s, e + 1, true
+}
+
+// errRangeDone stops rendering once a range has been written.
+var errRangeDone = errors.New("range written")
+
+// holdBack is how many final bytes of a full NAR are withheld until its hash
+// is checked: the client can then never receive a complete wrong NAR.
+const holdBack = 64 << 10
+
+// verifier passes rendered NAR bytes [start, end) to w, counts and hashes all
+// of them, and for a full response withholds the tail until finish has
+// compared size and SHA-256 with what the narinfo promised.
+type verifier struct {
+	w          io.Writer
+	size       int64
+	want       []byte
+	start, end int64
+	full       bool
+	n          int64
+	h          hash.Hash
+	tail       bytes.Buffer
+}
+
+func newVerifier(w io.Writer, size int64, want []byte, start, end int64) *verifier {
+	return &verifier{w: w, size: size, want: want, start: start, end: end,
+		full: start == 0 && end == size, h: sha256.New()}
+}
+
+func (v *verifier) Write(p []byte) (int, error) {
+	if v.n+int64(len(p)) > v.size {
+		return 0, fmt.Errorf("NAR is longer than its recorded size %d", v.size)
+	}
+	off := v.n
+	v.n += int64(len(p))
+	if !v.full {
+		// Partial responses cannot be hash-checked before they end; Nix
+		// checks the whole NAR it reassembles.
+		lo, hi := max(off, v.start), min(v.n, v.end)
+		if lo < hi {
+			if _, err := v.w.Write(p[lo-off : hi-off]); err != nil {
+				return 0, err
+			}
+		}
+		if v.n >= v.end {
+			return len(p), errRangeDone
+		}
+		return len(p), nil
+	}
+	v.h.Write(p)
+	pass := int64(len(p))
+	if limit := v.size - holdBack; v.n > limit {
+		pass = max(0, limit-off)
+	}
+	if pass > 0 {
+		if _, err := v.w.Write(p[:pass]); err != nil {
+			return 0, err
+		}
+	}
+	v.tail.Write(p[pass:])
+	return len(p), nil
+}
+
+func (v *verifier) finish() error {
+	if !v.full {
+		if v.n < v.end {
+			return fmt.Errorf("NAR ended at %d bytes, before the range end %d", v.n, v.end)
+		}
+		return nil
+	}
+	if v.n != v.size {
+		return fmt.Errorf("NAR is %d bytes, recorded size is %d", v.n, v.size)
+	}
+	if !bytes.Equal(v.h.Sum(nil), v.want) {
+		return errors.New("NAR does not match its recorded NarHash")
+	}
+	_, err := v.w.Write(v.tail.Bytes())
+	return err
+}

@@ -1,0 +1,205 @@
+// Package publish puts store paths from the local Nix store into IPFS: each
+// path's NAR becomes a UnixFS DAG, is verified against the NarHash Nix
+// recorded, pinned, and described by a signed PathInfo in the manifest.
+package publish
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path"
+
+	bpath "github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	"github.com/ipfs/kubo/core/coreiface/options"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/ipldnar"
+	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/nixstore"
+)
+
+// Status says what publishing did to one path.
+type Status string
+
+const (
+	Published Status = "published" // imported, pinned and recorded
+	Unchanged Status = "unchanged" // already recorded: re-publishing is a no-op
+	Signed    Status = "signed"    // already recorded; our signature was added
+)
+
+// Result is one published store path.
+type Result struct {
+	StorePath string  `json:"storePath"`
+	Root      cid.Cid `json:"root"`
+	PathInfo  cid.Cid `json:"pathInfo"`
+	NarSize   int64   `json:"narSize"`
+	Status    Status  `json:"status"`
+}
+
+// Event reports progress: path Done of Total is being worked on.
+type Event struct {
+	Done, Total int
+	StorePath   string
+	NarSize     int64
+}
+
+// Publisher publishes closures.
+type Publisher struct {
+	Node    *ipfsnode.Node
+	Store   *nixstore.Store
+	Index   *manifests.Index
+	SignKey *signature.SecretKey // nil: keep the signatures the paths have, add none
+	// Progress, if set, is called before each path of the closure.
+	Progress func(Event)
+}
+
+// Publish publishes the closures of paths, dependencies first. Every path is
+// recorded only after its DAG is complete, verified and pinned, so a crash or
+// an error leaves each path either fully published or not recorded at all;
+// running again completes the rest.
+func (p *Publisher) Publish(ctx context.Context, paths ...string) ([]Result, error) {
+	closure, err := p.Store.Closure(ctx, paths...)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	infos := make(map[string]cid.Cid, len(closure)) // basename -> PathInfo CID
+	results := make([]Result, 0, len(closure))
+	for i, pi := range closure {
+		if p.Progress != nil {
+			p.Progress(Event{Done: i, Total: len(closure), StorePath: pi.Path, NarSize: int64(pi.NarSize)})
+		}
+		res, err := p.one(ctx, pi, infos)
+		if err != nil {
+			return results, err
+		}
+		infos[path.Base(pi.Path)] = res.PathInfo
+		results = append(results, res)
+	}
+	if p.Progress != nil {
+		p.Progress(Event{Done: len(closure), Total: len(closure)})
+	}
+	return results, nil
+}
+
+func (p *Publisher) one(ctx context.Context, ni nixstore.PathInfo, infos map[string]cid.Cid) (Result, error) {
+	hashPart := manifests.HashPart(ni.Path)
+	api := p.Node.API
+	if c, err := p.Index.Get(hashPart); err == nil {
+		rec, err := manifests.Load(ctx, api, c)
+		if err == nil && rec.StorePath == ni.Path && rec.NarHashString() == ni.NarHash {
+			return p.resign(ctx, rec, c)
+		}
+		// A record we cannot load or that disagrees with Nix is replaced.
+		slog.Warn("replacing manifest entry", "path", ni.Path, "entry", c, "err", err)
+	}
+
+	res, err := p.importNAR(ctx, ni)
+	if err != nil {
+		return Result{}, err
+	}
+	rec := &manifests.PathInfo{
+		StorePath:  ni.Path,
+		NarHash:    res.NarHash[:],
+		NarSize:    int64(res.NarSize),
+		Blake3:     res.Blake3[:],
+		Root:       res.Root,
+		Signatures: append([]string(nil), ni.Signatures...),
+		Profile:    ipldnar.Profile,
+	}
+	for _, ref := range ni.References {
+		name := path.Base(ref)
+		r := manifests.Reference{Name: name}
+		if ref != ni.Path {
+			c, ok := infos[name]
+			if !ok {
+				return Result{}, fmt.Errorf("publish %s: reference %s was not published first", ni.Path, ref)
+			}
+			r.Info = &c
+		}
+		rec.References = append(rec.References, r)
+	}
+	if ni.Deriver != "" {
+		d := path.Base(ni.Deriver)
+		rec.Deriver = &d
+	}
+	if ni.CA != "" {
+		ca := ni.CA
+		rec.CA = &ca
+	}
+	if p.SignKey != nil {
+		if _, err := rec.Sign(*p.SignKey); err != nil {
+			return Result{}, err
+		}
+	}
+	c, err := manifests.Store(ctx, api, rec)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := p.Index.Put(hashPart, c); err != nil {
+		return Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+	}
+	return Result{StorePath: ni.Path, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Published}, nil
+}
+
+// resign adds our signature to an already published path if it lacks one.
+func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.Cid) (Result, error) {
+	res := Result{StorePath: rec.StorePath, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Unchanged}
+	if p.SignKey == nil {
+		return res, nil
+	}
+	changed, err := rec.Sign(*p.SignKey)
+	if err != nil || !changed {
+		return res, err
+	}
+	nc, err := manifests.Store(ctx, p.Node.API, rec)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := p.Index.Put(rec.HashPart(), nc); err != nil {
+		return Result{}, fmt.Errorf("publish %s: %w", rec.StorePath, err)
+	}
+	res.PathInfo, res.Status = nc, Signed
+	return res, nil
+}
+
+// importNAR streams the path's NAR into IPFS, checks it against what Nix
+// recorded and pins the DAG. Nothing is pinned unless every check passed.
+func (p *Publisher) importNAR(ctx context.Context, ni nixstore.PathInfo) (ipldnar.Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	nar, err := p.Store.Dump(ctx, ni.Path)
+	if err != nil {
+		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+	}
+	bw, err := p.Node.NewBlockWriter(ctx)
+	if err != nil {
+		nar.Close()
+		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+	}
+	res, err := ipldnar.Import(ctx, nar, ipfsnode.DAGWriter{BlockWriter: bw})
+	if err != nil {
+		bw.Abort()
+		cancel()
+		nar.Close()
+		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+	}
+	if err := nar.Close(); err != nil {
+		bw.Abort()
+		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+	}
+	if err := bw.Close(); err != nil {
+		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+	}
+	got := "sha256:" + nixbase32.EncodeToString(res.NarHash[:])
+	if got != ni.NarHash || res.NarSize != ni.NarSize {
+		return ipldnar.Result{}, fmt.Errorf("publish %s: NAR is %s (%d bytes) but Nix recorded %s (%d bytes); not recorded",
+			ni.Path, got, res.NarSize, ni.NarHash, ni.NarSize)
+	}
+	if err := p.Node.API.Pin().Add(ctx, bpath.FromCid(res.Root), options.Pin.Recursive(true)); err != nil {
+		return ipldnar.Result{}, fmt.Errorf("publish %s: pin %s: %w", ni.Path, res.Root, err)
+	}
+	return res, nil
+}
