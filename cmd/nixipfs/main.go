@@ -1,0 +1,117 @@
+// Command nixipfs is an IPFS-backed content store, binary cache and source
+// mirror for Nix. This package only parses flags and calls the packages that
+// do the work.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/nixstore"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	dataDir   string
+	ipfsAPI   string
+	store     string
+	logFormat string
+	verbose   bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nixipfs:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "nixipfs",
+		Short: "IPFS-backed binary cache and content store for Nix",
+		Long: `nixipfs stores Nix store paths as UnixFS DAGs in an IPFS node and serves them
+to stock Nix through the binary-cache protocol.
+
+By default it runs an embedded IPFS node whose repo lives under --data-dir. That
+node is closed: no bootstrap peers, no mDNS, loopback addresses only. Nothing
+leaves the machine until you name peers. Use --ipfs-api to use an external kubo
+daemon instead.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setupLogging()
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.dataDir, "data-dir", defaultDataDir(), "data directory (embedded IPFS repo, manifest index); env NIXIPFS_DATA_DIR")
+	pf.StringVar(&g.ipfsAPI, "ipfs-api", os.Getenv("NIXIPFS_IPFS_API"), "multiaddr of an external kubo RPC API, e.g. /ip4/127.0.0.1/tcp/5001 (default: embedded node)")
+	pf.StringVar(&g.store, "store", os.Getenv("NIXIPFS_STORE"), "Nix store to read from (passed to nix as --store; default: the local store)")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	root.AddCommand(newPublishCmd(g), newDaemonCmd(g))
+	return root
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("NIXIPFS_DATA_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "nixipfs")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "nixipfs")
+	}
+	return ".nixipfs"
+}
+
+func (g *globals) setupLogging() error {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if g.verbose {
+		opts.Level = slog.LevelDebug
+	}
+	switch g.logFormat {
+	case "text":
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	}
+	return nil
+}
+
+// open opens the data dir, the IPFS node and the manifest index.
+func (g *globals) open(ctx context.Context, online bool, peers, swarm []string) (*ipfsnode.Node, *manifests.Index, error) {
+	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data dir: %w", err)
+	}
+	node, err := ipfsnode.Open(ctx, ipfsnode.Options{
+		DataDir: g.dataDir, APIAddr: g.ipfsAPI, Online: online, Peers: peers, SwarmListen: swarm,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	idx, err := manifests.OpenIndex(filepath.Join(g.dataDir, "index"))
+	if err != nil {
+		node.Close()
+		return nil, nil, err
+	}
+	return node, idx, nil
+}
+
+func (g *globals) nixStore() *nixstore.Store { return nixstore.New(g.store) }
