@@ -6,6 +6,7 @@ package publish
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"path"
 
@@ -166,7 +167,7 @@ func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.C
 }
 
 // importNAR streams the path's NAR into IPFS, checks it against what Nix
-// recorded and pins the DAG. Nothing is pinned unless every check passed.
+// recorded and pins the DAG.
 func (p *Publisher) importNAR(ctx context.Context, ni nixstore.PathInfo) (ipldnar.Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -174,32 +175,49 @@ func (p *Publisher) importNAR(ctx context.Context, ni nixstore.PathInfo) (ipldna
 	if err != nil {
 		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
 	}
-	bw, err := p.Node.NewBlockWriter(ctx)
+	res, err := ImportNAR(ctx, p.Node, nar, func(res ipldnar.Result) error {
+		// The dump must end cleanly before its bytes are trusted.
+		if err := nar.Close(); err != nil {
+			return err
+		}
+		got := "sha256:" + nixbase32.EncodeToString(res.NarHash[:])
+		if got != ni.NarHash || res.NarSize != ni.NarSize {
+			return fmt.Errorf("NAR is %s (%d bytes) but Nix recorded %s (%d bytes); not recorded",
+				got, res.NarSize, ni.NarHash, ni.NarSize)
+		}
+		return nil
+	})
 	if err != nil {
-		nar.Close()
-		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
-	}
-	res, err := ipldnar.Import(ctx, nar, ipfsnode.DAGWriter{BlockWriter: bw})
-	if err != nil {
-		bw.Abort()
 		cancel()
 		nar.Close()
 		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
 	}
-	if err := nar.Close(); err != nil {
+	return res, nil
+}
+
+// ImportNAR streams a NAR into the node as a UnixFS DAG, runs check on the
+// result, and pins the DAG only if check passes. On any error nothing is
+// pinned: the blocks already written are unpinned garbage for kubo's GC.
+func ImportNAR(ctx context.Context, node *ipfsnode.Node, nar io.Reader, check func(ipldnar.Result) error) (ipldnar.Result, error) {
+	bw, err := node.NewBlockWriter(ctx)
+	if err != nil {
+		return ipldnar.Result{}, err
+	}
+	res, err := ipldnar.Import(ctx, nar, ipfsnode.DAGWriter{BlockWriter: bw})
+	if err != nil {
 		bw.Abort()
-		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+		return ipldnar.Result{}, err
 	}
 	if err := bw.Close(); err != nil {
-		return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+		return ipldnar.Result{}, err
 	}
-	got := "sha256:" + nixbase32.EncodeToString(res.NarHash[:])
-	if got != ni.NarHash || res.NarSize != ni.NarSize {
-		return ipldnar.Result{}, fmt.Errorf("publish %s: NAR is %s (%d bytes) but Nix recorded %s (%d bytes); not recorded",
-			ni.Path, got, res.NarSize, ni.NarHash, ni.NarSize)
+	if check != nil {
+		if err := check(res); err != nil {
+			return ipldnar.Result{}, err
+		}
 	}
-	if err := p.Node.API.Pin().Add(ctx, bpath.FromCid(res.Root), options.Pin.Recursive(true)); err != nil {
-		return ipldnar.Result{}, fmt.Errorf("publish %s: pin %s: %w", ni.Path, res.Root, err)
+	if err := node.API.Pin().Add(ctx, bpath.FromCid(res.Root), options.Pin.Recursive(true)); err != nil {
+		return ipldnar.Result{}, fmt.Errorf("pin %s: %w", res.Root, err)
 	}
 	return res, nil
 }

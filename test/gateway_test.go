@@ -1,0 +1,124 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/publish"
+)
+
+// staticLookup serves fixed records, to hand the gateway a forged one.
+type staticLookup map[string]*manifests.PathInfo
+
+func (s staticLookup) Lookup(_ context.Context, h string) (*manifests.PathInfo, error) {
+	if p, ok := s[h]; ok {
+		return p, nil
+	}
+	return nil, manifests.ErrNotFound
+}
+
+// TestGatewayAbortsWrongNAR records a PathInfo whose NarHash does not match
+// its DAG (same size, other bytes) and checks that the client never gets a
+// complete body, with and without zstd; then that a true record serves in
+// full, by ranges too.
+func TestGatewayAbortsWrongNAR(t *testing.T) {
+	k := startKubo(t)
+	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{APIAddr: k.api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := make([]byte, 300<<10)
+	rand.Read(content)
+	other := make([]byte, len(content))
+	rand.Read(other)
+	narA := narOf(dir(entry("bin", dir(entry("x", file(string(content), true))))))
+	narB := narOf(dir(entry("bin", dir(entry("x", file(string(other), true))))))
+	resA, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(narA), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resB, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(narB), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	honest := &manifests.PathInfo{StorePath: "/nix/store/00000000000000000000000000000000-honest",
+		NarHash: resA.NarHash[:], NarSize: int64(resA.NarSize), Blake3: resA.Blake3[:], Root: resA.Root, Profile: "x"}
+	forged := &manifests.PathInfo{StorePath: "/nix/store/11111111111111111111111111111111-forged",
+		NarHash: resA.NarHash[:], NarSize: int64(resA.NarSize), Blake3: resA.Blake3[:], Root: resB.Root, Profile: "x"}
+	srv := httptest.NewServer(gateway.New(gateway.Config{API: node.API, Paths: staticLookup{
+		"00000000000000000000000000000000": honest, "11111111111111111111111111111111": forged,
+	}}))
+	defer srv.Close()
+
+	fetch := func(url, enc, rng string) (*http.Response, []byte, error) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Accept-Encoding", enc) // set: Go then leaves the body as sent
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp, body, err
+	}
+
+	forgedURL := srv.URL + "/" + gateway.NarURL(forged)
+	resp, body, err := fetch(forgedURL, "identity", "")
+	if err == nil {
+		t.Fatalf("forged NAR served in full (%d bytes, %s)", len(body), resp.Status)
+	}
+	if len(body) >= len(narA) {
+		t.Fatalf("client got %d bytes of a %d-byte NAR before the abort", len(body), len(narA))
+	}
+	if bytes.Equal(body, narB[:len(body)]) == false {
+		t.Errorf("the bytes sent are not a prefix of the DAG's NAR")
+	}
+	_, zbody, zerr := fetch(forgedURL, "zstd", "")
+	if zerr == nil {
+		// The transport may have read a clean EOF; the zstd stream must be broken.
+		dec, _ := zstd.NewReader(bytes.NewReader(zbody))
+		if out, err := io.ReadAll(dec); err == nil && len(out) == len(narA) {
+			t.Fatalf("forged NAR delivered complete through zstd")
+		}
+	}
+
+	honestURL := srv.URL + "/" + gateway.NarURL(honest)
+	_, body, err = fetch(honestURL, "identity", "")
+	if err != nil || !bytes.Equal(body, narA) {
+		t.Fatalf("honest NAR: err %v, %d bytes, equal %v", err, len(body), bytes.Equal(body, narA))
+	}
+	resp, zbody, err = fetch(honestURL, "zstd", "")
+	if err != nil || resp.Header.Get("Content-Encoding") != "zstd" {
+		t.Fatalf("zstd NAR: err %v, encoding %q", err, resp.Header.Get("Content-Encoding"))
+	}
+	dec, _ := zstd.NewReader(bytes.NewReader(zbody))
+	if out, err := io.ReadAll(dec); err != nil || !bytes.Equal(out, narA) {
+		t.Fatalf("zstd NAR decodes to %d bytes, err %v", len(out), err)
+	}
+	resp, body, err = fetch(honestURL, "identity", "bytes=1000-2999")
+	if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, narA[1000:3000]) {
+		t.Fatalf("range: %v %v, %d bytes", err, resp.Status, len(body))
+	}
+	if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, "bytes 1000-2999/") {
+		t.Errorf("Content-Range %q", cr)
+	}
+	// Unknown paths are a fast 404, never a 5xx.
+	r404, _, _ := fetch(srv.URL+"/22222222222222222222222222222222.narinfo", "", "")
+	if r404.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown narinfo: %s", r404.Status)
+	}
+}

@@ -1,0 +1,324 @@
+// Package test holds the integration tests: the nixipfs binary against a real
+// kubo (the go.mod tool, built into .bin/ipfs) and the real Nix, all on
+// loopback. Missing tools fail the tests; nothing is skipped.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nixipfs/nixipfs/internal/nixtest"
+)
+
+var (
+	repoRoot   string
+	nixipfsBin string
+	ipfsBin    string
+)
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Dir(filepath.Dir(file))
+	ipfsBin = filepath.Join(repoRoot, ".bin", "ipfs")
+	if _, err := os.Stat(ipfsBin); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: kubo's ipfs is not built at %s: run scripts/install-deps\n", ipfsBin)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "nixipfs-bin")
+	if err != nil {
+		panic(err)
+	}
+	nixipfsBin = filepath.Join(dir, "nixipfs")
+	build := exec.Command("go", "build", "-o", nixipfsBin, "./cmd/nixipfs")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: build nixipfs: %v\n", err)
+		os.Exit(1)
+	}
+	os.Setenv("IPFS_TELEMETRY", "off")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs a command, failing the test with its stderr on error.
+func run(t testing.TB, env []string, name string, args ...string) string {
+	t.Helper()
+	out, errOut, err := runErr(env, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errOut)
+	}
+	return out
+}
+
+func runErr(env []string, name string, args ...string) (string, string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// kubo is an external kubo daemon with its own repo (test profile).
+type kubo struct {
+	path string
+	api  string
+}
+
+func (k *kubo) env() []string { return []string{"IPFS_PATH=" + k.path, "IPFS_TELEMETRY=off"} }
+
+// ipfs runs the ipfs CLI against this daemon.
+func (k *kubo) ipfs(t testing.TB, args ...string) string {
+	t.Helper()
+	return run(t, k.env(), ipfsBin, args...)
+}
+
+func startKubo(t testing.TB) *kubo {
+	t.Helper()
+	k := &kubo{path: t.TempDir()}
+	run(t, k.env(), ipfsBin, "init", "--profile=test", "--empty-repo")
+	cmd := exec.Command(ipfsBin, "daemon")
+	cmd.Env = append(os.Environ(), k.env()...)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "kubo.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start ipfs daemon: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	// The daemon writes $IPFS_PATH/api once its API listens; poll it.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(filepath.Join(k.path, "api")); err == nil && len(b) > 0 {
+			k.api = strings.TrimSpace(string(b))
+			if _, _, err := runErr(k.env(), ipfsBin, "id"); err == nil {
+				return k
+			}
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("ipfs daemon exited:\n%s", log)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("ipfs daemon did not start:\n%s", log)
+		}
+	}
+}
+
+// node is one nixipfs installation: a data dir, optionally an external kubo.
+type node struct {
+	dataDir string
+	ipfsAPI string
+	store   string // Nix store the node publishes from
+}
+
+func newNode(t testing.TB, store string, k *kubo) *node {
+	n := &node{dataDir: t.TempDir(), store: store}
+	if k != nil {
+		n.ipfsAPI = k.api
+	}
+	return n
+}
+
+func (n *node) args(args ...string) []string {
+	base := []string{"--data-dir", n.dataDir}
+	if n.ipfsAPI != "" {
+		base = append(base, "--ipfs-api", n.ipfsAPI)
+	}
+	if n.store != "" {
+		base = append(base, "--store", n.store)
+	}
+	return append(base, args...)
+}
+
+// nixipfs runs the CLI and returns stdout, failing the test on error.
+func (n *node) nixipfs(t testing.TB, args ...string) string {
+	t.Helper()
+	return run(t, nil, nixipfsBin, n.args(args...)...)
+}
+
+type publishResult struct {
+	StorePath string `json:"storePath"`
+	Root      string `json:"root"`
+	PathInfo  string `json:"pathInfo"`
+	NarSize   int64  `json:"narSize"`
+	Status    string `json:"status"`
+}
+
+func (n *node) publish(t testing.TB, args ...string) []publishResult {
+	t.Helper()
+	out := n.nixipfs(t, append([]string{"publish", "--json"}, args...)...)
+	var res []publishResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("publish --json output: %v\n%s", err, out)
+	}
+	return res
+}
+
+// daemon starts `nixipfs daemon` on a free loopback port and returns the
+// gateway's base URL. The daemon is stopped at the end of the test.
+func (n *node) daemon(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(nixipfsBin, n.args(append([]string{"daemon", "--listen", "127.0.0.1:0"}, args...)...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start daemon: %v", err)
+	}
+	exited := make(chan struct{})
+	urlc := make(chan string, 1)
+	var log bytes.Buffer
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			log.WriteString(line + "\n")
+			if u, ok := strings.CutPrefix(line, "nixipfs: gateway on "); ok {
+				urlc <- u
+			}
+		}
+	}()
+	go func() { <-logDone; cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", log.String())
+		}
+	})
+	select {
+	case u := <-urlc:
+		return u
+	case <-exited:
+		t.Fatalf("daemon exited:\n%s", log.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("daemon did not start:\n%s", log.String())
+	}
+	return ""
+}
+
+// get fetches url and returns the body, failing on a non-200 answer.
+func get(t testing.TB, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body
+}
+
+// narinfo fetches and parses a narinfo (key -> values).
+func narinfo(t testing.TB, gw, storePath string) map[string][]string {
+	t.Helper()
+	hash := strings.SplitN(filepath.Base(storePath), "-", 2)[0]
+	body := get(t, gw+"/"+hash+".narinfo")
+	fields := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimRight(string(body), "\n"), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			t.Fatalf("narinfo line %q has no \": \"", line)
+		}
+		fields[k] = append(fields[k], v)
+	}
+	return fields
+}
+
+// sha256Stream hashes a command's stdout (e.g. nix-store --dump) without
+// holding it in memory.
+func sha256Stream(t testing.TB, name string, args ...string) (string, int64) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%s %v: %v: %s", name, args, err, stderr.String())
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), n
+}
+
+func sha256URL(t testing.TB, url string) (string, int64) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: body: %v", url, err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), n
+}
+
+// nixEnv sets up Nix for a test: nix-command on, no substituters.
+func nixEnv(t *testing.T) { nixtest.Env(t) }
+
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
