@@ -156,8 +156,8 @@ func NarInfo(p *manifests.PathInfo) string {
 	for _, s := range p.Signatures {
 		fmt.Fprintf(&b, "Sig: %s\n", s)
 	}
-	if p.CA != nil {
-		fmt.Fprintf(&b, "CA: %s\n", *p.CA)
+	if p.ContentAddress != nil {
+		fmt.Fprintf(&b, "CA: %s\n", *p.ContentAddress)
 	}
 	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/ipfs/kubo/core"
 	"github.com/ipfs/kubo/core/coreapi"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/ipfs/kubo/core/node/libp2p"
 	"github.com/ipfs/kubo/plugin/loader"
 	"github.com/ipfs/kubo/repo/fsrepo"
@@ -193,7 +195,11 @@ func loadPlugins() error {
 // closedConfig returns a fresh kubo config with the test profile applied: no
 // bootstrap peers, no mDNS, no autoconf, no delegated routers, loopback only.
 func closedConfig(listen []string) (*config.Config, error) {
-	cfg, err := config.Init(nil, 2048)
+	id, err := config.CreateIdentity(io.Discard, []options.KeyGenerateOption{options.Key.Type(options.Ed25519Key)})
+	if err != nil {
+		return nil, fmt.Errorf("kubo identity: %w", err)
+	}
+	cfg, err := config.InitWithIdentity(id)
 	if err != nil {
 		return nil, fmt.Errorf("kubo config: %w", err)
 	}

@@ -37,7 +37,7 @@ type PathInfo struct {
 	root Link
 	references [Reference]
 	deriver optional String
-	ca optional String
+	contentAddress optional String
 	signatures [String]
 	profile String
 }
@@ -50,16 +50,16 @@ type Reference struct {
 
 // PathInfo is one published store path.
 type PathInfo struct {
-	StorePath  string // full path, e.g. /nix/store/<hash>-<name>
-	NarHash    []byte // SHA-256 of the NAR, 32 bytes
-	NarSize    int64
-	Blake3     []byte // BLAKE3-256 of the NAR, 32 bytes
-	Root       cid.Cid
-	References []Reference
-	Deriver    *string // basename
-	CA         *string
-	Signatures []string // "name:base64"
-	Profile    string   // the import profile the DAG was built with
+	StorePath      string // full path, e.g. /nix/store/<hash>-<name>
+	NarHash        []byte // SHA-256 of the NAR, 32 bytes
+	NarSize        int64
+	Blake3         []byte // BLAKE3-256 of the NAR, 32 bytes
+	Root           cid.Cid
+	References     []Reference
+	Deriver        *string  // basename
+	ContentAddress *string  // Nix CA field
+	Signatures     []string // "name:base64"
+	Profile        string   // the import profile the DAG was built with
 }
 
 // Reference is a store path this one refers to.

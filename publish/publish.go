@@ -5,6 +5,7 @@ package publish
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +39,17 @@ type Result struct {
 	PathInfo  cid.Cid `json:"pathInfo"`
 	NarSize   int64   `json:"narSize"`
 	Status    Status  `json:"status"`
+}
+
+// MarshalJSON writes CIDs as plain strings, as people script against them.
+func (r Result) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		StorePath string `json:"storePath"`
+		Root      string `json:"root"`
+		PathInfo  string `json:"pathInfo"`
+		NarSize   int64  `json:"narSize"`
+		Status    Status `json:"status"`
+	}{r.StorePath, r.Root.String(), r.PathInfo.String(), r.NarSize, r.Status})
 }
 
 // Event reports progress: path Done of Total is being worked on.
@@ -128,7 +140,7 @@ func (p *Publisher) one(ctx context.Context, ni nixstore.PathInfo, infos map[str
 	}
 	if ni.CA != "" {
 		ca := ni.CA
-		rec.CA = &ca
+		rec.ContentAddress = &ca
 	}
 	if p.SignKey != nil {
 		if _, err := rec.Sign(*p.SignKey); err != nil {

@@ -315,7 +315,12 @@ func sha256URL(t testing.TB, url string) (string, int64) {
 }
 
 // nixEnv sets up Nix for a test: nix-command on, no substituters.
-func nixEnv(t *testing.T) { nixtest.Env(t) }
+func nixEnv(t *testing.T) {
+	nixtest.Env(t)
+	// Nix caches narinfo answers (a 404 for an hour) per cache URL; ports
+	// are reused between tests, so each test gets its own cache.
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+}
 
 func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

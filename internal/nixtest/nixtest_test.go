@@ -1,0 +1,71 @@
+package nixtest_test
+
+import (
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixipfs/nixipfs/internal/nixtest"
+)
+
+// TestBuildClosure pins down the graph that other packages' tests rely on.
+func TestBuildClosure(t *testing.T) {
+	nixtest.Env(t)
+	store := nixtest.Store(t)
+	top, all := nixtest.BuildClosure(t, store)
+
+	names := map[string]string{} // name → path
+	for _, p := range all {
+		names[p[len("/nix/store/")+33:]] = p
+	}
+	if got := slices.Sorted(maps.Keys(names)); !slices.Equal(got, []string{"dep", "left", "right", "top"}) {
+		t.Fatalf("closure names = %v", got)
+	}
+	if names["top"] != top {
+		t.Errorf("top = %s, closure has %s", top, names["top"])
+	}
+	refs := func(p string) []string {
+		out := strings.Fields(nixtest.Run(t, "nix-store", "--store", store, "--query", "--references", p))
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"top", []string{names["left"], names["right"]}},
+		{"left", []string{names["dep"]}},
+		{"right", []string{names["dep"]}},
+		{"dep", nil},
+	} {
+		want := slices.Sorted(slices.Values(tc.want))
+		if got := refs(names[tc.name]); !slices.Equal(got, want) {
+			t.Errorf("references of %s = %v, want %v", tc.name, got, want)
+		}
+	}
+	// Files live under the chroot, not in the host's /nix/store.
+	if _, err := os.Stat(filepath.Join(store, top, "bin", "hi")); err != nil {
+		t.Errorf("built file missing from the chroot store: %v", err)
+	}
+}
+
+func TestAddTreeUnique(t *testing.T) {
+	nixtest.Env(t)
+	store := nixtest.Store(t)
+	files := map[string]string{"a": "x", "bin/run*": "#!/bin/sh\n"}
+	p1 := nixtest.AddTree(t, store, "t", files)
+	p2 := nixtest.AddTree(t, store, "t", files)
+	if p1 == p2 || !strings.HasSuffix(p1, "-t") {
+		t.Errorf("AddTree twice = %s, %s; want two distinct …-t paths", p1, p2)
+	}
+	fi, err := os.Stat(filepath.Join(store, p1, "bin", "run"))
+	if err != nil || fi.Mode()&0o111 == 0 {
+		t.Errorf("bin/run: %v, %v; want an executable", fi, err)
+	}
+	if pub := nixtest.Sign(t, store, "k-1", p1); !strings.HasPrefix(pub, "k-1:") {
+		t.Errorf("Sign public key = %q", pub)
+	}
+}
