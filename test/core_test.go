@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/nixipfs/nixipfs/internal/nixtest"
@@ -108,7 +109,9 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("%s not in publish output", p)
 			}
 			ni := narinfo(t, gw, p)
-			wantHash, wantSize := sha256Stream(t, "nix-store", "--store", store, "--dump", p)
+			// nix-store --dump reads the file system and ignores --store: dump
+			// the chroot store's real path.
+			wantHash, wantSize := sha256Stream(t, "nix-store", "--dump", filepath.Join(store, p))
 			gotHash, gotSize := sha256URL(t, gw+"/"+ni["URL"][0])
 			if gotHash != wantHash || gotSize != wantSize {
 				t.Fatalf("rendered NAR sha256 %s (%d bytes), nix-store --dump gives %s (%d bytes)", gotHash, gotSize, wantHash, wantSize)
@@ -227,9 +230,10 @@ func TestDedupAndCIDs(t *testing.T) {
 	n := newNode(t, store, k)
 
 	n.publish(t, a)
-	before := strings.Fields(k.ipfs(t, "refs", "local"))
+	// refs local lists blocks by multihash (as raw CIDs): compare multihashes.
+	before := hashes(t, strings.Fields(k.ipfs(t, "refs", "local")))
 	resB := n.publish(t, b)
-	after := strings.Fields(k.ipfs(t, "refs", "local"))
+	after := hashes(t, strings.Fields(k.ipfs(t, "refs", "local")))
 
 	f := filepath.Join(t.TempDir(), "shared.bin")
 	if err := os.WriteFile(f, shared, 0o644); err != nil {
@@ -241,18 +245,46 @@ func TestDedupAndCIDs(t *testing.T) {
 	if inA != want || inB != want {
 		t.Fatalf("shared file CIDs: in a %s, in b %s, ipfs add gives %s", inA, inB, want)
 	}
-	// Publishing b added only b's own blocks: its root, the small files,
-	// the directories and its PathInfo, none of the shared file's four.
-	fileBlocks := append([]string{want}, strings.Fields(k.ipfs(t, "refs", "-r", want))...)
+	// The shared file's blocks were all there before b was published, and
+	// publishing b added exactly b's blocks that were not: its PathInfo plus
+	// its own files and directories (a directory holding only shared.bin is
+	// shared too), none of the shared file's four.
+	fileBlocks := hashes(t, append([]string{want}, strings.Fields(k.ipfs(t, "refs", "-r", want))...))
 	if len(fileBlocks) != 4 {
 		t.Fatalf("shared file has %d blocks, want 4 (root + 3 leaves)", len(fileBlocks))
 	}
-	bBlocks := append([]string{resB[0].Root}, strings.Fields(k.ipfs(t, "refs", "-r", "--unique", resB[0].Root))...)
-	added := len(after) - len(before)
-	wantAdded := len(bBlocks) - len(fileBlocks) + 1 // + b's PathInfo
-	if added != wantAdded {
-		t.Fatalf("publishing b added %d blocks, want %d (b's DAG has %d blocks, %d of them the shared file)", added, wantAdded, len(bBlocks), len(fileBlocks))
+	for _, c := range fileBlocks {
+		if !slices.Contains(before, c) {
+			t.Fatalf("shared file block %s missing after publishing a", c)
+		}
 	}
+	bBlocks := hashes(t, append([]string{resB[0].Root}, strings.Fields(k.ipfs(t, "refs", "-r", "--unique", resB[0].Root))...))
+	fresh := 0
+	for _, c := range bBlocks {
+		if !slices.Contains(before, c) {
+			fresh++
+		}
+	}
+	if added := len(after) - len(before); added != fresh+1 {
+		t.Fatalf("publishing b added %d blocks, want %d: b's DAG has %d blocks, %d of them new, plus its PathInfo", added, fresh+1, len(bBlocks), fresh)
+	}
+	if fresh > len(bBlocks)-len(fileBlocks) {
+		t.Fatalf("b's DAG brought %d new blocks; the shared file's %d should not be among them", fresh, len(fileBlocks))
+	}
+}
+
+// hashes maps CIDs to their multihashes (as strings), the blockstore's key.
+func hashes(t *testing.T, cids []string) []string {
+	t.Helper()
+	out := make([]string, len(cids))
+	for i, s := range cids {
+		c, err := cid.Decode(s)
+		if err != nil {
+			t.Fatalf("CID %q: %v", s, err)
+		}
+		out[i] = c.Hash().String()
+	}
+	return out
 }
 
 func rootOf(t *testing.T, n *node, p string) string {

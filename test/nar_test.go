@@ -100,7 +100,7 @@ func hostileNARs() []hostile {
 		{"unsorted", narOf(dir(entry("b", file("x", false)), entry("a", file("y", false)))), "\"a\""},
 		{"duplicate", narOf(dir(entry("a", file("x", false)), entry("a", file("y", false)))), "\"a\""},
 		{"truncated", good[:len(good)-20], "truncated"},
-		{"lying size", lying, "truncated"},
+		{"lying size", lying, "unexpected end"},
 		{"bad padding", badPad, "padding"},
 		{"trailing garbage", append(append([]byte{}, good...), make([]byte, 8)...), "trailing"},
 		{"bad magic", append([]byte("\x0d\x00\x00\x00\x00\x00\x00\x00nix-archive-2\x00\x00\x00"), good[24:]...), "magic"},
