@@ -228,6 +228,12 @@ func enforceClosed(cfg *config.Config) {
 	cfg.Ipns.DelegatedPublishers = []string{}
 	cfg.DNS.Resolvers = map[string]string{}
 	cfg.Swarm.DisableNatPortMap = true
+	// No relays, hole punching or relay service: peers meet directly on the
+	// addresses the user named.
+	cfg.Swarm.RelayClient.Enabled = config.False
+	cfg.Swarm.RelayService.Enabled = config.False
+	cfg.Swarm.EnableHolePunching = config.False
+	cfg.Swarm.Transports.Network.Relay = config.False
 	var swarm []string
 	for _, a := range cfg.Addresses.Swarm {
 		if isLoopback(a) {

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"strings"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/nixipfs/nixipfs/manifests"
+)
+
+func TestParseRange(t *testing.T) {
+	for _, c := range []struct {
+		h          string
+		start, end int64
+		ok         bool
+	}{
+		{"bytes=0-99", 0, 100, true},
+		{"bytes=100-", 100, 1000, true},
+		{"bytes=-10", 990, 1000, true},
+		{"bytes=-5000", 0, 1000, true},
+		{"bytes=990-5000", 990, 1000, true},
+		{"bytes=1000-", 0, 0, false},
+		{"bytes=5-1", 0, 0, false},
+		{"bytes=0-1,5-6", 0, 0, false},
+		{"bytes=-0", 0, 0, false},
+		{"items=0-1", 0, 0, false},
+		{"bytes=x-1", 0, 0, false},
+	} {
+		s, e, ok := parseRange(c.h, 1000)
+		if ok != c.ok || (ok && (s != c.start || e != c.end)) {
+			t.Errorf("parseRange(%q) = %d, %d, %v; want %d, %d, %v", c.h, s, e, ok, c.start, c.end, c.ok)
+		}
+	}
+}
+
+func TestAcceptsZstd(t *testing.T) {
+	for h, want := range map[string]bool{
+		"": false, "gzip": false, "zstd": true, "gzip, zstd;q=0.5": true, "br, ZSTD": true, "zstd;q=0": false, "deflate, gzip, br, zstd": true,
+	} {
+		if got := acceptsZstd(h); got != want {
+			t.Errorf("acceptsZstd(%q) = %v", h, got)
+		}
+	}
+}
+
+func TestNarInfoFormat(t *testing.T) {
+	root, _ := cid.V1Builder{Codec: cid.DagProtobuf, MhType: mh.SHA2_256}.Sum([]byte("r"))
+	p := &manifests.PathInfo{
+		StorePath: "/nix/store/45ciyxrcskr7rjzs00znrhw8xn3ixp1k-top",
+		NarHash:   bytes.Repeat([]byte{7}, 32), NarSize: 688, Blake3: make([]byte, 32), Root: root,
+		References: []manifests.Reference{{Name: "zzzzyq1w2sxr5szq3n5ldx0a8ar4q6zk-z"}, {Name: "0c7dyq1w2sxr5szq3n5ldx0a8ar4q6zk-dep"}},
+		Signatures: []string{"a-1:x", "b-1:y"},
+	}
+	got := NarInfo(p)
+	for _, line := range []string{
+		"StorePath: /nix/store/45ciyxrcskr7rjzs00znrhw8xn3ixp1k-top\n",
+		"URL: nar/" + root.String() + "-688-",
+		"Compression: none\n",
+		"NarSize: 688\n",
+		"References: 0c7dyq1w2sxr5szq3n5ldx0a8ar4q6zk-dep zzzzyq1w2sxr5szq3n5ldx0a8ar4q6zk-z\n",
+		"Sig: a-1:x\nSig: b-1:y\n",
+	} {
+		if !strings.Contains(got, line) {
+			t.Errorf("narinfo lacks %q:\n%s", line, got)
+		}
+	}
+	r, size, h, err := parseNarURL(strings.TrimPrefix(NarURL(p), "nar/"))
+	if err != nil || !r.Equals(root) || size != 688 || !bytes.Equal(h, p.NarHash) {
+		t.Fatalf("parseNarURL round trip: %v %v %d", err, r, size)
+	}
+	for _, bad := range []string{"x.nar", root.String() + "-0-aaaa.nar", root.String() + "-5.nar", "../etc-1-2.nar"} {
+		if _, _, _, err := parseNarURL(bad); err == nil {
+			t.Errorf("parseNarURL(%q) accepted", bad)
+		}
+	}
+}
+
+// TestVerifierHoldsTail checks that a full response passes on nothing of its
+// last holdBack bytes until the hash is confirmed.
+func TestVerifierHoldsTail(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 10000)
+	sum := sha256.Sum256(data)
+	for name, want := range map[string][]byte{"good": sum[:], "bad": make([]byte, 32)} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			v := newVerifier(&out, int64(len(data)), want, 0, int64(len(data)))
+			for i := 0; i < len(data); i += 1000 {
+				if _, err := v.Write(data[i:min(i+1000, len(data))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if out.Len() != len(data)-holdBack {
+				t.Fatalf("passed %d bytes before the check, want %d", out.Len(), len(data)-holdBack)
+			}
+			err := v.finish()
+			if name == "good" && (err != nil || !bytes.Equal(out.Bytes(), data)) {
+				t.Fatalf("good NAR: %v, %d bytes", err, out.Len())
+			}
+			if name == "bad" && (err == nil || out.Len() == len(data)) {
+				t.Fatalf("bad NAR: %v, %d bytes", err, out.Len())
+			}
+		})
+	}
+	v := newVerifier(&bytes.Buffer{}, 10, nil, 0, 10)
+	if _, err := v.Write(make([]byte, 11)); err == nil {
+		t.Fatal("accepted more bytes than the recorded size")
+	}
+}
