@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,7 +83,7 @@ func TestRoundTrip(t *testing.T) {
 	drv := strings.TrimSpace(run(t, nil, "nix-store", "--store", store, "--query", "--deriver", top))
 
 	paths := map[string]string{
-		"W1 GOROOT":      nixtest.AddPath(t, store, runtime.GOROOT()),
+		"W1 GOROOT":      nixtest.AddPath(t, store, strings.TrimSpace(run(t, nil, "go", "env", "GOROOT"))),
 		"tree":           nixtest.AddPath(t, store, tree),
 		"tarball (file)": nixtest.AddPath(t, store, tarball),
 		".drv (file)":    drv,
