@@ -75,6 +75,18 @@ func runErr(env []string, name string, args ...string) (string, string, error) {
 	return stdout.String(), stderr.String(), err
 }
 
+// stop asks a process to end (SIGTERM) and kills it if it has not within
+// 20 s; exited is closed once it has been waited for.
+func stop(cmd *exec.Cmd, exited <-chan struct{}) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
 // kubo is an external kubo daemon with its own repo (test profile).
 type kubo struct {
 	path string
@@ -105,15 +117,7 @@ func startKubo(t testing.TB) *kubo {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
+	t.Cleanup(func() { stop(cmd, exited) })
 	// The daemon writes $IPFS_PATH/api once its API listens; poll it.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -215,13 +219,7 @@ func (n *node) daemon(t testing.TB, args ...string) string {
 	}()
 	go func() { <-logDone; cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
+		stop(cmd, exited)
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", log.String())
 		}
