@@ -137,5 +137,5 @@ func (w *blockWriter) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.
 
 var errNoRemove = errors.New("ipldnar: import does not remove blocks")
 
-func (w *blockWriter) Remove(context.Context, cid.Cid) error          { return errNoRemove }
-func (w *blockWriter) RemoveMany(context.Context, []cid.Cid) error    { return errNoRemove }
+func (w *blockWriter) Remove(context.Context, cid.Cid) error       { return errNoRemove }
+func (w *blockWriter) RemoveMany(context.Context, []cid.Cid) error { return errNoRemove }

@@ -15,7 +15,7 @@ const hashBufSize = 256 << 10
 
 // hashBufs holds at most this many buffers per import (one being filled, the
 // rest queued or being hashed), which bounds the lag and the memory.
-const hashBufs = 4
+const hashBufs = 16
 
 var hashBufPool = sync.Pool{New: func() any { return new([hashBufSize]byte) }}
 
@@ -33,9 +33,8 @@ type hashingReader struct {
 
 	cur  *[hashBufSize]byte // being filled, nil until the first read
 	fill int
-	work chan *[hashBufSize]byte // full buffers in read order, nil-terminated by close
+	work chan *[hashBufSize]byte // full buffers, in read order
 	free chan *[hashBufSize]byte
-	last []byte // partial final buffer, hashed by finish
 	done chan struct{}
 
 	sha hash.Hash

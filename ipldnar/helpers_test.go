@@ -34,9 +34,9 @@ type tentry struct {
 	node tnode
 }
 
-func file(data []byte) tnode    { return tnode{typ: "regular", data: data} }
-func exe(data []byte) tnode     { return tnode{typ: "regular", exec: true, data: data} }
-func link(target string) tnode  { return tnode{typ: "symlink", target: target} }
+func file(data []byte) tnode          { return tnode{typ: "regular", data: data} }
+func exe(data []byte) tnode           { return tnode{typ: "regular", exec: true, data: data} }
+func link(target string) tnode        { return tnode{typ: "symlink", target: target} }
 func ent(name string, n tnode) tentry { return tentry{name, n} }
 
 // dir sorts its entries by name bytes, as a valid NAR requires.

@@ -13,6 +13,7 @@ import (
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
 	ipld "github.com/ipfs/go-ipld-format"
 )
 
@@ -291,7 +292,7 @@ func (p *parser) execRoot(root ipld.Node) (ipld.Node, error) {
 
 // contentReader yields exactly the next left bytes of the NAR. Running out
 // early is ErrTruncated, not io.EOF: the chunker would take an EOF for the
-// end of the file.
+// end of the file and build a shorter one.
 type contentReader struct {
 	p    *parser
 	left uint64
@@ -309,7 +310,8 @@ func (c *contentReader) Read(b []byte) (int, error) {
 	}
 	n, err := c.p.br.Read(b)
 	c.left -= uint64(n)
-	if err == io.EOF {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		// The chunker would take either for the end of the file.
 		err = ErrTruncated
 	}
 	return n, err
@@ -393,9 +395,7 @@ func (p *parser) directory(depth int) (ipld.Node, error) {
 
 // entry parses the rest of `entry ( name <name> node <node> )` once the name
 // is on the path stack, and adds the child to dir.
-func (p *parser) entry(dir interface {
-	AddChild(context.Context, string, ipld.Node) error
-}, i int, name, prev string, depth int) error {
+func (p *parser) entry(dir uio.Directory, i int, name, prev string, depth int) error {
 	if err := checkName(name); err != nil {
 		return err
 	}

@@ -16,8 +16,10 @@
 //   - a directory is a UnixFS directory, HAMT-sharded (fanout 256) once its
 //     block would exceed 256 KiB, exactly as boxo decides.
 //
-// Nothing else of a file system is recorded (no mtime, no other mode bits),
-// because a NAR records nothing else.
+// For a tree without executables the root CID is the one kubo's
+// `ipfs add -r` gives with the same profile (a test checks this when kubo is
+// on PATH). Nothing else of a file system is recorded (no mtime, no other
+// mode bits), because a NAR records nothing else.
 //
 // Both directions treat their input as hostile: Import enforces every NAR rule
 // and Render refuses DAGs that cannot be the image of a valid NAR. Errors name

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -386,7 +387,7 @@ func TestImportPathRefusesSpecialFiles(t *testing.T) {
 	root := t.TempDir()
 	must(t, os.MkdirAll(filepath.Join(root, "sub"), 0o755))
 	if err := syscall.Mkfifo(filepath.Join(root, "sub", "fifo"), 0o644); err != nil {
-		t.Skip("mkfifo:", err)
+		t.Fatal("mkfifo:", err)
 	}
 	_, err := ImportPath(context.Background(), root, mdtest.Mock())
 	errContains(t, err, `"/sub/fifo"`, "unsupported file type")
@@ -447,4 +448,51 @@ func TestMaxDepth(t *testing.T) {
 	roundTrip(t, encodeNAR(nest(maxDepth)))
 	_, err := Import(context.Background(), bytes.NewReader(encodeNAR(nest(maxDepth+1))), mdtest.Mock())
 	errContains(t, err, "nested deeper than 1024", "/d/d/d/")
+}
+
+// TestKuboCompatibility checks that a tree without executables gets the root
+// CID kubo gives it with the same profile (`ipfs add -r`), HAMT directory
+// included. It needs kubo's ipfs built into .bin/ (scripts/install-deps).
+func TestKuboCompatibility(t *testing.T) {
+	ipfs, err := filepath.Abs(filepath.Join("..", ".bin", "ipfs"))
+	must(t, err)
+	if _, err := os.Stat(ipfs); err != nil {
+		t.Fatalf("kubo's ipfs is not built (run scripts/install-deps): %v", err)
+	}
+	root := filepath.Join(t.TempDir(), "tree")
+	mk := func(p string, data []byte) {
+		p = filepath.Join(root, p)
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(t, os.WriteFile(p, data, 0o644))
+	}
+	mk("a/f", []byte("hello\n"))
+	mk("a/empty", nil)
+	mk("a/b/big", data3_5MiB)
+	mk("one-chunk", data1MiB)
+	mk("ünïcødé", []byte("u"))
+	for i := 0; i < 10000; i++ {
+		mk(fmt.Sprintf("big/file-%05d", i), []byte(fmt.Sprint(i)))
+	}
+	must(t, os.MkdirAll(filepath.Join(root, "empty-dir"), 0o755))
+	must(t, os.Symlink("../f", filepath.Join(root, "a/b/link")))
+	must(t, os.Symlink("/nowhere", filepath.Join(root, "dangling")))
+
+	env := append(os.Environ(), "IPFS_PATH="+filepath.Join(t.TempDir(), "repo"))
+	run := func(args ...string) string {
+		cmd := exec.Command(ipfs, args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ipfs %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("init", "--profile=test,unixfs-v1-2025")
+	want := run("add", "-r", "-Q", "--offline", "--only-hash", root)
+
+	res, err := ImportPath(context.Background(), root, mdtest.Mock())
+	must(t, err)
+	if res.Root.String() != want {
+		t.Errorf("root %s, kubo gives %s", res.Root, want)
+	}
 }

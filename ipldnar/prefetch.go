@@ -2,54 +2,91 @@ package ipldnar
 
 import (
 	"context"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
 
 // Prefetching in Render. Every list of links Render walks in order (the
-// children of a directory, the children of a file node) gets a queue that
-// fetches the next few nodes in the background with GetMany, so that
-// fetching overlaps writing and a remote NodeGetter sees several wants at
+// children of a directory or HAMT shard, the children of a file node) gets a
+// queue that fetches the next few nodes in the background, so that fetching
+// overlaps writing and a slow or remote NodeGetter sees several requests at
 // once.
 //
 // Memory is bounded by a per-Render budget of tokens, one per node fetched
-// ahead of use. Queues only take tokens that are free (never wait for one),
-// and a node that was not prefetched is fetched synchronously when it is
-// needed, so queues of outer directories holding tokens cannot stall the
-// inner ones.
+// ahead of use: at most prefetchBudget blocks (1 MiB each for leaves of this
+// profile) beyond those on the path being written. Queues only take tokens
+// that are free, never wait for one, and a node that was not prefetched is
+// fetched synchronously when it is needed; so the queues of outer directories
+// cannot stall inner ones. Directory queues leave fileWindow tokens free, so
+// the leaves of the file being written are always prefetched.
+//
+// Tokens are only taken and given back by the rendering goroutine; the
+// fetches run on a few long-lived workers per Render rather than a goroutine
+// per batch: a fresh goroutine's stack has to grow through the blockstore and
+// decoder on every batch, which costs more than the fetch itself for the
+// small blocks of a local store.
 const (
-	prefetchBudget = 32 // nodes held ahead of use per Render (~32 MiB of leaves)
-	dirWindow      = 4  // lookahead of a directory's children
-	fileWindow     = 16 // lookahead of a file node's children (1 MiB leaves)
+	prefetchBudget  = 64 // nodes held ahead of use per Render
+	dirWindow       = 16 // lookahead of a directory's children
+	fileWindow      = 16 // lookahead of a file node's children
+	prefetchWorkers = 16 // concurrent fetches
+	minGetMany      = 4  // smaller batches are fetched with Get
 )
 
 type prefetcher struct {
-	src    ipld.NodeGetter
-	tokens chan struct{} // a send takes a token, a receive gives it back
+	src  ipld.NodeGetter
+	free int // tokens
+	// jobs feeds the workers, started with the first job. Jobs are queued
+	// for at most prefetchBudget tokens, so sending only blocks if the
+	// jobs of closed queues are slow to notice their cancellation.
+	jobs    chan fetchJob
+	workers sync.WaitGroup
+}
+
+type fetchJob struct {
+	ctx   context.Context
+	cids  []cid.Cid
+	slots []*slot
 }
 
 func newPrefetcher(src ipld.NodeGetter) *prefetcher {
-	return &prefetcher{src: src, tokens: make(chan struct{}, prefetchBudget)}
+	return &prefetcher{src: src, free: prefetchBudget}
 }
 
-// take takes up to n free tokens without waiting and says how many it got.
-func (p *prefetcher) take(n int) int {
-	for i := 0; i < n; i++ {
-		select {
-		case p.tokens <- struct{}{}:
-		default:
-			return i
+func (p *prefetcher) submit(j fetchJob) {
+	if p.jobs == nil {
+		p.jobs = make(chan fetchJob, prefetchBudget)
+		for range prefetchWorkers {
+			p.workers.Go(func() {
+				for j := range p.jobs {
+					fetch(j.ctx, p.src, j.cids, j.slots)
+				}
+			})
 		}
 	}
+	p.jobs <- j
+}
+
+// close stops the workers and waits for them, so that no fetch outlives
+// Render. Jobs of closed queues see a cancelled context and end at once.
+func (p *prefetcher) close() {
+	if p.jobs != nil {
+		close(p.jobs)
+		p.workers.Wait()
+	}
+}
+
+// take takes up to n tokens, leaving at least reserve free, and says how
+// many it got.
+func (p *prefetcher) take(n, reserve int) int {
+	n = max(0, min(n, p.free-reserve))
+	p.free -= n
 	return n
 }
 
-func (p *prefetcher) give(n int) {
-	for ; n > 0; n-- {
-		<-p.tokens
-	}
-}
+func (p *prefetcher) give(n int) { p.free += n }
 
 // slot receives one prefetched node; nd stays nil if prefetching failed (the
 // consumer then fetches it itself, which gives a precise error).
@@ -60,19 +97,22 @@ type slot struct {
 
 // queue yields the nodes of cids in order.
 type queue struct {
-	p      *prefetcher
-	ctx    context.Context
-	bgCtx  context.Context // for background fetches; nil until the first
-	cancel context.CancelFunc
-	cids   []cid.Cid
-	slots  []*slot // slots[i] is set for next <= i < issued if prefetched
-	window int
-	next   int // index of the next node to yield
-	issued int // nodes before this index are prefetched or being yielded
+	p       *prefetcher
+	ctx     context.Context
+	bgCtx   context.Context // for background fetches; nil until the first
+	cancel  context.CancelFunc
+	cids    []cid.Cid
+	slots   []*slot // slots[i] is set for next <= i < issued if prefetched
+	window  int
+	reserve int // tokens to leave free
+	next    int // index of the next node to yield
+	issued  int // nodes before this index are prefetched or being yielded
 }
 
-func (p *prefetcher) queue(ctx context.Context, cids []cid.Cid, window int) *queue {
-	return &queue{p: p, ctx: ctx, cids: cids, window: window}
+// queue returns a queue over cids that looks window nodes ahead, leaving
+// reserve tokens for others.
+func (p *prefetcher) queue(ctx context.Context, cids []cid.Cid, window, reserve int) *queue {
+	return &queue{p: p, ctx: ctx, cids: cids, window: window, reserve: reserve}
 }
 
 // Next returns the next node. It must not be called more than len(cids)
@@ -104,14 +144,14 @@ func (q *queue) Next() (ipld.Node, error) {
 
 // refill starts fetching the nodes after the current one, as far as the
 // window and the free tokens allow. It waits until half the window is free
-// so that fetches go out in batches rather than one goroutine per node.
+// so that fetches go out in batches rather than one job per node.
 func (q *queue) refill() {
 	end := min(len(q.cids), q.next+q.window)
 	want := end - q.issued
 	if want <= 0 || (want < q.window/2 && end < len(q.cids) && q.issued > q.next) {
 		return
 	}
-	got := q.p.take(want)
+	got := q.p.take(want, q.reserve)
 	if got == 0 {
 		return
 	}
@@ -124,17 +164,21 @@ func (q *queue) refill() {
 		batch[j] = &slot{done: make(chan struct{})}
 		q.slots[q.issued+j] = batch[j]
 	}
-	go fetch(q.bgCtx, q.p.src, q.cids[q.issued:q.issued+got], batch)
+	q.p.submit(fetchJob{q.bgCtx, q.cids[q.issued : q.issued+got], batch})
 	q.issued += got
 }
 
-// fetch fills slots[i] with the node of cids[i].
+// fetch fills slots[i] with the node of cids[i]. Small batches use Get:
+// boxo's GetMany starts two goroutines per call, which costs more than the
+// fetch itself for the small blocks of a local store.
 func fetch(ctx context.Context, src ipld.NodeGetter, cids []cid.Cid, slots []*slot) {
-	if len(cids) == 1 {
-		if nd, err := src.Get(ctx, cids[0]); err == nil {
-			slots[0].nd = nd
+	if len(cids) < minGetMany {
+		for i, c := range cids {
+			if nd, err := src.Get(ctx, c); err == nil {
+				slots[i].nd = nd
+			}
+			close(slots[i].done)
 		}
-		close(slots[0].done)
 		return
 	}
 	// GetMany answers in any order and once per distinct CID.
@@ -143,7 +187,7 @@ func fetch(ctx context.Context, src ipld.NodeGetter, cids []cid.Cid, slots []*sl
 		waiting[c] = append(waiting[c], slots[i])
 	}
 	for opt := range src.GetMany(ctx, cids) {
-		if opt.Err != nil {
+		if opt.Err != nil || opt.Node == nil {
 			continue
 		}
 		c := opt.Node.Cid()

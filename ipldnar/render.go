@@ -42,6 +42,7 @@ func Render(ctx context.Context, w io.Writer, root cid.Cid, src ipld.NodeGetter)
 		w:   bufio.NewWriterSize(cw, 64<<10),
 		pf:  newPrefetcher(src),
 	}
+	defer r.pf.close()
 	err := r.archive(root)
 	if err == nil {
 		err = r.w.Flush()
@@ -246,7 +247,7 @@ func (r *renderer) fileData(pn *dag.ProtoNode, fsn *ft.FSNode, level int) error 
 	for i, l := range links {
 		cids[i] = l.Cid
 	}
-	q := r.pf.queue(r.ctx, cids, fileWindow)
+	q := r.pf.queue(r.ctx, cids, fileWindow, 0)
 	defer q.Close()
 	for i, c := range cids {
 		want := fsn.BlockSize(i)
@@ -328,7 +329,7 @@ func (r *renderer) directory(entries []dirEntry, depth int) error {
 	for i, e := range entries {
 		cids[i] = e.cid
 	}
-	q := r.pf.queue(r.ctx, cids, dirWindow)
+	q := r.pf.queue(r.ctx, cids, dirWindow, fileWindow)
 	defer q.Close()
 	for _, e := range entries {
 		r.names = append(r.names, e.name)
@@ -396,7 +397,7 @@ func (r *renderer) hamtEntries(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry
 	if len(shards) == 0 {
 		return out, nil
 	}
-	q := r.pf.queue(r.ctx, shards, dirWindow)
+	q := r.pf.queue(r.ctx, shards, dirWindow, fileWindow)
 	defer q.Close()
 	for _, c := range shards {
 		nd, err := q.Next()
