@@ -1,0 +1,67 @@
+package test
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/ipldnar"
+	"github.com/nixipfs/nixipfs/publish"
+)
+
+// w1 returns the W1 NAR (GOROOT): $NIXIPFS_BENCH_NAR if set, else a fresh
+// `nix-store --dump` of `go env GOROOT`.
+func w1(b *testing.B) []byte {
+	b.Helper()
+	if f := os.Getenv("NIXIPFS_BENCH_NAR"); f != "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return data
+	}
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := exec.Command("nix-store", "--dump", strings.TrimSpace(string(goroot))).Output()
+	if err != nil {
+		b.Fatalf("nix-store --dump GOROOT: %v", err)
+	}
+	return data
+}
+
+// BenchmarkEmbedded measures W1 import and render through a real embedded
+// kubo node (flatfs blockstore on disk), the gateway's path.
+func BenchmarkEmbedded(b *testing.B) {
+	nar := w1(b)
+	n, err := ipfsnode.Open(ctx(b), ipfsnode.Options{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	res, err := publish.ImportNAR(ctx(b), n, bytes.NewReader(nar), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("import-W1", func(b *testing.B) {
+		b.SetBytes(int64(len(nar)))
+		for b.Loop() {
+			if _, err := publish.ImportNAR(ctx(b), n, bytes.NewReader(nar), nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("render-W1", func(b *testing.B) {
+		b.SetBytes(int64(len(nar)))
+		for b.Loop() {
+			if _, err := ipldnar.Render(ctx(b), io.Discard, res.Root, n.API.Dag()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
