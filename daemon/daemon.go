@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/ipfsnode"
@@ -21,9 +24,15 @@ import (
 type Config struct {
 	DataDir string
 	Node    *ipfsnode.Node
-	Index   *manifests.Index
 	Listen  string // gateway address, e.g. 127.0.0.1:8080
 	Gateway gateway.Config
+	// Follow are IPNS names to follow besides those in the data dir's
+	// follow list (nixipfs follow add).
+	Follow []string
+	// FollowInterval is how often followed names are resolved.
+	FollowInterval time.Duration
+	// Trusted, if set, are the keys a path must be signed by to be served.
+	Trusted []signature.PublicKey
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
 }
@@ -43,9 +52,33 @@ func Run(ctx context.Context, cfg Config) error {
 		apiErr = errc
 	}
 
+	local := manifests.OpenLocal(cfg.DataDir, cfg.Node.API)
+	if v, err := local.CurrentVersion(); err == nil && v.Defined() {
+		// Announce the current version: publishes made while offline reach
+		// peers now.
+		if name, err := local.Publish(ctx); err != nil {
+			slog.Warn("republish manifest", "err", err)
+		} else {
+			slog.Info("manifest", "ipns", name, "version", v)
+		}
+	}
+	follower := manifests.NewFollower(cfg.Node.API)
+	if err := watchFollowList(ctx, cfg, follower); err != nil {
+		return err
+	}
+	interval := cfg.FollowInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	go follower.Run(ctx, interval)
+	resolver, err := manifests.NewResolver(cfg.Node.API, local, follower, cfg.Trusted)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
-	gc.Paths = manifests.NewLookup(cfg.Index, cfg.Node.API)
+	gc.Paths = resolver
 	srv := &http.Server{
 		Handler:           logRequests(gateway.New(gc)),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -77,6 +110,46 @@ func Run(ctx context.Context, cfg Config) error {
 		err = nil
 	}
 	return err
+}
+
+// watchFollowList keeps the follower's names in step with the flags and the
+// data dir's follow list, re-read every few seconds.
+func watchFollowList(ctx context.Context, cfg Config, f *manifests.Follower) error {
+	var flagNames []string
+	for _, n := range cfg.Follow {
+		name, err := manifests.ParseName(n)
+		if err != nil {
+			return fmt.Errorf("daemon: --follow: %w", err)
+		}
+		flagNames = append(flagNames, name)
+	}
+	load := func() {
+		names, err := manifests.ReadFollowList(cfg.DataDir)
+		if err != nil {
+			slog.Warn("follow list", "err", err)
+		}
+		all := append([]string(nil), flagNames...)
+		for _, n := range names {
+			if !slices.Contains(all, n) {
+				all = append(all, n)
+			}
+		}
+		f.Set(all)
+	}
+	load()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				load()
+			}
+		}
+	}()
+	return nil
 }
 
 // statusRecorder remembers the status a handler wrote, for the request log.

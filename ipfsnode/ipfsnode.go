@@ -342,3 +342,21 @@ func (n *Node) Connect(ctx context.Context, addrs ...string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// PeerAddrs returns the node's listen addresses with its peer id, the form
+// other nodes pass to --peer.
+func (n *Node) PeerAddrs(ctx context.Context) ([]string, error) {
+	self, err := n.API.Key().Self(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("peer id: %w", err)
+	}
+	addrs, err := n.API.Swarm().ListenAddrs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listen addresses: %w", err)
+	}
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.String()+"/p2p/"+self.ID().String())
+	}
+	return out, nil
+}

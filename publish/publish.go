@@ -6,6 +6,7 @@ package publish
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -52,6 +53,11 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	}{r.StorePath, r.Root.String(), r.PathInfo.String(), r.NarSize, r.Status})
 }
 
+// flushEvery bounds how many published paths may wait for a manifest
+// update: a crash loses at most that many records (their DAGs stay pinned
+// and a re-run records them quickly).
+const flushEvery = 64
+
 // Event reports progress: path Done of Total is being worked on.
 type Event struct {
 	Done, Total int
@@ -61,10 +67,10 @@ type Event struct {
 
 // Publisher publishes closures.
 type Publisher struct {
-	Node    *ipfsnode.Node
-	Store   *nixstore.Store
-	Index   *manifests.Index
-	SignKey *signature.SecretKey // nil: keep the signatures the paths have, add none
+	Node     *ipfsnode.Node
+	Store    *nixstore.Store
+	Manifest *manifests.Local
+	SignKey  *signature.SecretKey // nil: keep the signatures the paths have, add none
 	// Progress, if set, is called before each path of the closure.
 	Progress func(Event)
 }
@@ -78,18 +84,59 @@ func (p *Publisher) Publish(ctx context.Context, paths ...string) ([]Result, err
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
+	cur, err := p.Manifest.Current(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
 	infos := make(map[string]cid.Cid, len(closure)) // basename -> PathInfo CID
 	results := make([]Result, 0, len(closure))
+	puts := map[string]cid.Cid{}
+	changed := false
+	flush := func() error {
+		if len(puts) == 0 {
+			return nil
+		}
+		m, err := p.Manifest.Update(ctx, puts, nil)
+		if err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+		cur, puts, changed = m, map[string]cid.Cid{}, true
+		return nil
+	}
 	for i, pi := range closure {
 		if p.Progress != nil {
 			p.Progress(Event{Done: i, Total: len(closure), StorePath: pi.Path, NarSize: int64(pi.NarSize)})
 		}
-		res, err := p.one(ctx, pi, infos)
+		res, rec, err := p.one(ctx, cur, pi, infos)
 		if err != nil {
+			if ferr := flush(); ferr != nil {
+				err = errors.Join(err, ferr)
+			}
 			return results, err
+		}
+		if rec != nil {
+			for _, k := range manifests.KeysFor(rec) {
+				puts[k] = res.PathInfo
+			}
 		}
 		infos[path.Base(pi.Path)] = res.PathInfo
 		results = append(results, res)
+		if len(puts) >= 3*flushEvery {
+			if err := flush(); err != nil {
+				return results, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return results, err
+	}
+	if changed {
+		// One IPNS update for the whole run, however many paths it added.
+		name, err := p.Manifest.Publish(ctx)
+		if err != nil {
+			return results, fmt.Errorf("publish: %w", err)
+		}
+		slog.Info("manifest published", "ipns", name, "version", cur.Version(), "paths", cur.Info().Count)
 	}
 	if p.Progress != nil {
 		p.Progress(Event{Done: len(closure), Total: len(closure)})
@@ -97,21 +144,25 @@ func (p *Publisher) Publish(ctx context.Context, paths ...string) ([]Result, err
 	return results, nil
 }
 
-func (p *Publisher) one(ctx context.Context, ni nixstore.PathInfo, infos map[string]cid.Cid) (Result, error) {
+// one publishes a single path; rec is the record to put in the manifest, or
+// nil when the manifest already has it as it is.
+func (p *Publisher) one(ctx context.Context, cur *manifests.Manifest, ni nixstore.PathInfo, infos map[string]cid.Cid) (Result, *manifests.PathInfo, error) {
 	hashPart := manifests.HashPart(ni.Path)
 	api := p.Node.API
-	if c, err := p.Index.Get(hashPart); err == nil {
+	if c, err := cur.Get(ctx, manifests.KeyStorePath(hashPart)); err == nil {
 		rec, err := manifests.Load(ctx, api, c)
 		if err == nil && rec.StorePath == ni.Path && rec.NarHashString() == ni.NarHash {
 			return p.resign(ctx, rec, c)
 		}
 		// A record we cannot load or that disagrees with Nix is replaced.
 		slog.Warn("replacing manifest entry", "path", ni.Path, "entry", c, "err", err)
+	} else if !errors.Is(err, manifests.ErrNotFound) {
+		return Result{}, nil, fmt.Errorf("publish %s: %w", ni.Path, err)
 	}
 
 	res, err := p.importNAR(ctx, ni)
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	rec := &manifests.PathInfo{
 		StorePath:  ni.Path,
@@ -128,7 +179,7 @@ func (p *Publisher) one(ctx context.Context, ni nixstore.PathInfo, infos map[str
 		if ref != ni.Path {
 			c, ok := infos[name]
 			if !ok {
-				return Result{}, fmt.Errorf("publish %s: reference %s was not published first", ni.Path, ref)
+				return Result{}, nil, fmt.Errorf("publish %s: reference %s was not published first", ni.Path, ref)
 			}
 			r.Info = &c
 		}
@@ -144,38 +195,32 @@ func (p *Publisher) one(ctx context.Context, ni nixstore.PathInfo, infos map[str
 	}
 	if p.SignKey != nil {
 		if _, err := rec.Sign(*p.SignKey); err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
 	}
 	c, err := manifests.Store(ctx, api, rec)
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
-	if err := p.Index.Put(hashPart, c); err != nil {
-		return Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
-	}
-	return Result{StorePath: ni.Path, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Published}, nil
+	return Result{StorePath: ni.Path, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Published}, rec, nil
 }
 
 // resign adds our signature to an already published path if it lacks one.
-func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.Cid) (Result, error) {
+func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.Cid) (Result, *manifests.PathInfo, error) {
 	res := Result{StorePath: rec.StorePath, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Unchanged}
 	if p.SignKey == nil {
-		return res, nil
+		return res, nil, nil
 	}
 	changed, err := rec.Sign(*p.SignKey)
 	if err != nil || !changed {
-		return res, err
+		return res, nil, err
 	}
 	nc, err := manifests.Store(ctx, p.Node.API, rec)
 	if err != nil {
-		return Result{}, err
-	}
-	if err := p.Index.Put(rec.HashPart(), nc); err != nil {
-		return Result{}, fmt.Errorf("publish %s: %w", rec.StorePath, err)
+		return Result{}, nil, err
 	}
 	res.PathInfo, res.Status = nc, Signed
-	return res, nil
+	return res, rec, nil
 }
 
 // importNAR streams the path's NAR into IPFS, checks it against what Nix

@@ -100,7 +100,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, r := range res {
 		published[r.StorePath] = r
 	}
-	gw := n.daemon(t)
+	gw := n.daemon(t).url
 
 	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
@@ -155,7 +155,7 @@ func substitute(t *testing.T, k *kubo) {
 		}
 	}
 	n.publish(t, "--sign-key", ourKey, dep)
-	gw := n.daemon(t)
+	gw := n.daemon(t).url
 	res := n.publish(t, "--sign-key", ourKey, top)
 	if len(res) != len(all) {
 		t.Fatalf("publish printed %d paths, the closure has %d", len(res), len(all))

@@ -105,6 +105,9 @@ func startKubo(t testing.TB) *kubo {
 	t.Helper()
 	k := &kubo{path: t.TempDir()}
 	run(t, k.env(), ipfsBin, "init", "--profile=test", "--empty-repo")
+	// IPNS over pubsub: followers see new manifest versions in milliseconds.
+	run(t, k.env(), ipfsBin, "config", "--json", "Ipns.UsePubsub", "true")
+	run(t, k.env(), ipfsBin, "config", "--json", "Pubsub.Enabled", "true")
 	cmd := exec.Command(ipfsBin, "daemon")
 	cmd.Env = append(os.Environ(), k.env()...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "kubo.log"))
@@ -190,9 +193,15 @@ func (n *node) publish(t testing.TB, args ...string) []publishResult {
 	return res
 }
 
-// daemon starts `nixipfs daemon` on a free loopback port and returns the
-// gateway's base URL. The daemon is stopped at the end of the test.
-func (n *node) daemon(t testing.TB, args ...string) string {
+// running is a started daemon: its gateway URL and its IPFS peer addresses.
+type running struct {
+	url   string
+	peers []string
+}
+
+// daemon starts `nixipfs daemon` on a free loopback port. It is stopped at
+// the end of the test.
+func (n *node) daemon(t testing.TB, args ...string) running {
 	t.Helper()
 	cmd := exec.Command(nixipfsBin, n.args(append([]string{"daemon", "--listen", "127.0.0.1:0"}, args...)...)...)
 	stderr, err := cmd.StderrPipe()
@@ -204,6 +213,7 @@ func (n *node) daemon(t testing.TB, args ...string) string {
 	}
 	exited := make(chan struct{})
 	urlc := make(chan string, 1)
+	var peers []string
 	var log bytes.Buffer
 	logDone := make(chan struct{})
 	go func() {
@@ -212,6 +222,9 @@ func (n *node) daemon(t testing.TB, args ...string) string {
 		for sc.Scan() {
 			line := sc.Text()
 			log.WriteString(line + "\n")
+			if a, ok := strings.CutPrefix(line, "nixipfs: ipfs peer "); ok {
+				peers = append(peers, a)
+			}
 			if u, ok := strings.CutPrefix(line, "nixipfs: gateway on "); ok {
 				urlc <- u
 			}
@@ -226,13 +239,14 @@ func (n *node) daemon(t testing.TB, args ...string) string {
 	})
 	select {
 	case u := <-urlc:
-		return u
+		// The peer lines come before the gateway line.
+		return running{url: u, peers: peers}
 	case <-exited:
 		t.Fatalf("daemon exited:\n%s", log.String())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("daemon did not start:\n%s", log.String())
 	}
-	return ""
+	return running{}
 }
 
 // get fetches url and returns the body, failing on a non-200 answer.
@@ -324,4 +338,20 @@ func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
 	return c
+}
+
+func readFile(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t testing.TB, p string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +21,9 @@ func newDaemonCmd(g *globals) *cobra.Command {
 		swarm    []string
 		priority int
 		noZstd   bool
+		follow   []string
+		trusted  []string
+		interval time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon [--listen ADDR]",
@@ -33,17 +39,36 @@ IPFS node through a unix socket in the data dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			node, idx, err := g.open(ctx, true, peers, swarm)
+			var keys []signature.PublicKey
+			for _, k := range trusted {
+				pk, err := signature.ParsePublicKey(k)
+				if err != nil {
+					return fmt.Errorf("--trusted-key %q: %w", k, err)
+				}
+				keys = append(keys, pk)
+			}
+			node, err := g.open(ctx, true, peers, swarm)
 			if err != nil {
 				return err
 			}
 			defer node.Close()
+			if node.Embedded() != nil {
+				addrs, err := node.PeerAddrs(ctx)
+				if err != nil {
+					return err
+				}
+				for _, a := range addrs {
+					fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
+				}
+			}
 			return daemon.Run(ctx, daemon.Config{
-				DataDir: g.dataDir,
-				Node:    node,
-				Index:   idx,
-				Listen:  listen,
-				Gateway: gateway.Config{Priority: priority, NoZstd: noZstd},
+				DataDir:        g.dataDir,
+				Node:           node,
+				Listen:         listen,
+				Gateway:        gateway.Config{Priority: priority, NoZstd: noZstd},
+				Follow:         follow,
+				FollowInterval: interval,
+				Trusted:        keys,
 				Ready: func(a net.Addr) {
 					fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
 				},
@@ -56,6 +81,9 @@ IPFS node through a unix socket in the data dir.`,
 	f.StringArrayVar(&swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
 	f.IntVar(&priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
 	f.BoolVar(&noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
+	f.StringArrayVar(&follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
+	f.DurationVar(&interval, "follow-interval", time.Second, "how often followed names are resolved")
+	f.StringArrayVar(&trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
 	return cmd
 }
 

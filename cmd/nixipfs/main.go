@@ -62,7 +62,7 @@ daemon instead.`,
 	pf.StringVar(&g.store, "store", os.Getenv("NIXIPFS_STORE"), "Nix store to read from (passed to nix as --store; default: the local store)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g))
+	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g))
 	return root
 }
 
@@ -95,23 +95,19 @@ func (g *globals) setupLogging() error {
 	return nil
 }
 
-// open opens the data dir, the IPFS node and the manifest index.
-func (g *globals) open(ctx context.Context, online bool, peers, swarm []string) (*ipfsnode.Node, *manifests.Index, error) {
+// open opens the data dir and the IPFS node.
+func (g *globals) open(ctx context.Context, online bool, peers, swarm []string) (*ipfsnode.Node, error) {
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("create data dir: %w", err)
+		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	node, err := ipfsnode.Open(ctx, ipfsnode.Options{
+	return ipfsnode.Open(ctx, ipfsnode.Options{
 		DataDir: g.dataDir, APIAddr: g.ipfsAPI, Online: online, Peers: peers, SwarmListen: swarm,
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	idx, err := manifests.OpenIndex(filepath.Join(g.dataDir, "index"))
-	if err != nil {
-		node.Close()
-		return nil, nil, err
-	}
-	return node, idx, nil
+}
+
+// manifest opens this node's own manifest.
+func (g *globals) manifest(node *ipfsnode.Node) *manifests.Local {
+	return manifests.OpenLocal(g.dataDir, node.API)
 }
 
 func (g *globals) nixStore() *nixstore.Store { return nixstore.New(g.store) }

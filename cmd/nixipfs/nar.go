@@ -39,7 +39,7 @@ nothing is pinned. Prints the root CID, NarHash, NarSize and BLAKE3.`,
 				defer f.Close()
 				r = f
 			}
-			node, _, err := g.open(cmd.Context(), false, nil, nil)
+			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {
 				return err
 			}
@@ -72,7 +72,7 @@ nothing is pinned. Prints the root CID, NarHash, NarSize and BLAKE3.`,
 			if err != nil {
 				return fmt.Errorf("render: CID %q: %w", args[0], err)
 			}
-			node, _, err := g.open(cmd.Context(), false, nil, nil)
+			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {
 				return err
 			}

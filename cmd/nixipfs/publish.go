@@ -27,6 +27,9 @@ signatures it already has, plus one by --sign-key (a file written by
 
 If a nixipfs daemon runs on the same --data-dir, publish uses its IPFS node.
 
+The manifest is updated once per run (and every 64 paths on long runs) and
+re-published on IPNS once at the end.
+
 Prints one line per path of the closure: <store path> <root CID>.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,12 +42,12 @@ Prints one line per path of the closure: <store path> <root CID>.`,
 				}
 				sk = &k
 			}
-			node, idx, err := g.open(ctx, false, nil, nil)
+			node, err := g.open(ctx, false, nil, nil)
 			if err != nil {
 				return err
 			}
 			defer node.Close()
-			p := &publish.Publisher{Node: node, Store: g.nixStore(), Index: idx, SignKey: sk}
+			p := &publish.Publisher{Node: node, Store: g.nixStore(), Manifest: g.manifest(node), SignKey: sk}
 			if term.IsTerminal(int(os.Stderr.Fd())) {
 				p.Progress = progressBar
 			}

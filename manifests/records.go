@@ -1,93 +1,32 @@
 package manifests
 
+// Reading and writing PathInfo blocks through the IPFS node.
+
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
-
-	"github.com/nixipfs/nixipfs/internal/atomicfile"
 )
 
-// Index maps store-path hashes to PathInfo CIDs: one small file per path
-// under dir, written atomically, so a crash never leaves a half entry and a
-// publisher and a running gateway can share it without locks.
-type Index struct {
-	dir string
-}
-
-// OpenIndex opens (creating) the index in dir.
-func OpenIndex(dir string) (*Index, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("open index: %w", err)
-	}
-	return &Index{dir: dir}, nil
-}
-
-// ErrNotFound means the index has no entry for the key.
+// ErrNotFound means a manifest has no entry for the key.
 var ErrNotFound = errors.New("not in the manifest")
 
 // ValidHashPart reports whether s is a store-path hash (32 nix32 characters).
-// Keys come from URLs: nothing else may reach the file system.
+// Keys come from URLs: nothing else may reach a lookup.
 func ValidHashPart(s string) bool {
 	if len(s) != 32 {
 		return false
 	}
 	_, err := nixbase32.DecodeString(s)
 	return err == nil
-}
-
-// Get returns the PathInfo CID recorded for a store-path hash.
-func (x *Index) Get(hashPart string) (cid.Cid, error) {
-	if !ValidHashPart(hashPart) {
-		return cid.Undef, fmt.Errorf("index lookup %q: %w", hashPart, ErrNotFound)
-	}
-	b, err := os.ReadFile(filepath.Join(x.dir, hashPart))
-	if errors.Is(err, fs.ErrNotExist) {
-		return cid.Undef, fmt.Errorf("index lookup %s: %w", hashPart, ErrNotFound)
-	}
-	if err != nil {
-		return cid.Undef, fmt.Errorf("index lookup %s: %w", hashPart, err)
-	}
-	c, err := cid.Decode(strings.TrimSpace(string(b)))
-	if err != nil {
-		return cid.Undef, fmt.Errorf("index entry %s: %w", hashPart, err)
-	}
-	return c, nil
-}
-
-// Put records c as the PathInfo for hashPart.
-func (x *Index) Put(hashPart string, c cid.Cid) error {
-	if !ValidHashPart(hashPart) {
-		return fmt.Errorf("index put: %q is not a store-path hash", hashPart)
-	}
-	return atomicfile.WriteFile(filepath.Join(x.dir, hashPart), []byte(c.String()+"\n"), 0o600)
-}
-
-// Len counts the entries.
-func (x *Index) Len() (int, error) {
-	ents, err := os.ReadDir(x.dir)
-	if err != nil {
-		return 0, fmt.Errorf("read index: %w", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if ValidHashPart(e.Name()) {
-			n++
-		}
-	}
-	return n, nil
 }
 
 // Load fetches and decodes the PathInfo block c.

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ipfs/go-cid"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/spf13/cobra"
+
+	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/manifests"
+)
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newFollowCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "follow add|rm|ls [IPNS-NAME]",
+		Short: "Follow other nodes' manifests by IPNS name",
+		Long: `Record IPNS names of other nixipfs nodes' manifests in the data dir. A running
+daemon picks changes up within seconds: it resolves each name, fetches the
+manifest's changed records from its peers, and its gateway then answers narinfo
+for those paths too (its own manifest first, then followed ones in order).
+The same can be given to the daemon as --follow NAME.`,
+	}
+	edit := func(add bool) *cobra.Command {
+		use, short := "rm IPNS-NAME", "Stop following a name"
+		if add {
+			use, short = "add IPNS-NAME", "Follow a name"
+		}
+		return &cobra.Command{
+			Use: use, Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				changed, err := manifests.EditFollowList(g.dataDir, args[0], add)
+				if err != nil {
+					return err
+				}
+				if !changed {
+					fmt.Fprintln(cmd.ErrOrStderr(), "nothing to change")
+				}
+				return nil
+			},
+		}
+	}
+	var asJSON bool
+	ls := &cobra.Command{
+		Use: "ls", Short: "List followed names", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			names, err := manifests.ReadFollowList(g.dataDir)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if names == nil {
+					names = []string{}
+				}
+				return printJSON(cmd.OutOrStdout(), names)
+			}
+			for _, n := range names {
+				fmt.Fprintln(cmd.OutOrStdout(), n)
+			}
+			return nil
+		},
+	}
+	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(edit(true), edit(false), ls)
+	return cmd
+}
+
+func newManifestCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "manifest show|get|diff|history",
+		Short: "Inspect this node's manifest",
+		Long: `The manifest is a HAMT mapping store-path hashes (p/<hash>), NarHashes
+(sha256/<nix32>) and BLAKE3 hashes (blake3/<hex>) to PathInfo records. Each
+version links its predecessor and is published under the node's IPNS name.`,
+	}
+	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	// withManifest opens the node and the current manifest (or --version).
+	withManifest := func(ctx context.Context, version string, fn func(*ipfsnode.Node, *manifests.Local, *manifests.Manifest) error) error {
+		node, err := g.open(ctx, false, nil, nil)
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		local := g.manifest(node)
+		var m *manifests.Manifest
+		if version == "" || version == "current" {
+			m, err = local.Current(ctx)
+		} else {
+			var c cid.Cid
+			if c, err = cid.Decode(version); err != nil {
+				return fmt.Errorf("version %q: %w", version, err)
+			}
+			m, err = manifests.LoadManifest(ctx, node.API.Dag(), c)
+		}
+		if err != nil {
+			return err
+		}
+		return fn(node, local, m)
+	}
+
+	show := &cobra.Command{
+		Use: "show", Short: "Show the IPNS name and the current version", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withManifest(cmd.Context(), "", func(node *ipfsnode.Node, local *manifests.Local, m *manifests.Manifest) error {
+				name, err := local.Name(cmd.Context())
+				if err != nil {
+					return err
+				}
+				follows, err := manifests.ReadFollowList(g.dataDir)
+				if err != nil {
+					return err
+				}
+				info := m.Info()
+				out := struct {
+					Name    string   `json:"name"`
+					Version string   `json:"version,omitempty"`
+					Seq     int64    `json:"seq"`
+					Paths   int64    `json:"paths"`
+					Time    string   `json:"time,omitempty"`
+					Follows []string `json:"follows"`
+				}{Name: name, Seq: info.Seq, Paths: info.Count, Time: info.Time, Follows: follows}
+				if v := m.Version(); v.Defined() {
+					out.Version = v.String()
+				}
+				if out.Follows == nil {
+					out.Follows = []string{}
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), out)
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "name:    /ipns/%s\nversion: %s\nseq:     %d\npaths:   %d\ntime:    %s\n", out.Name, out.Version, out.Seq, out.Paths, out.Time)
+				for _, f := range out.Follows {
+					fmt.Fprintf(w, "follows: /ipns/%s\n", f)
+				}
+				return nil
+			})
+		},
+	}
+
+	var version string
+	get := &cobra.Command{
+		Use:   "get KEY",
+		Short: "Show the record under a key: a store path, its hash, or p/…, sha256/…, blake3/…",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key := manifestKey(args[0])
+			return withManifest(cmd.Context(), version, func(node *ipfsnode.Node, _ *manifests.Local, m *manifests.Manifest) error {
+				c, err := m.Get(cmd.Context(), key)
+				if err != nil {
+					return fmt.Errorf("get %s: %w", key, err)
+				}
+				p, err := manifests.Load(cmd.Context(), node.API, c)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), recordJSON(c, p))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "PathInfo: %s\nRoot: %s\nBLAKE3: %s\nProfile: %s\n%s",
+					c, p.Root, hex.EncodeToString(p.Blake3), p.Profile, gateway.NarInfo(p))
+				return nil
+			})
+		},
+	}
+	get.Flags().StringVar(&version, "version", "", "manifest version CID to read (default: current)")
+
+	diff := &cobra.Command{
+		Use:   "diff A B",
+		Short: "List the entries that differ between two versions (CIDs, or 'current')",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return withManifest(ctx, args[0], func(node *ipfsnode.Node, local *manifests.Local, a *manifests.Manifest) error {
+				var b *manifests.Manifest
+				var err error
+				if args[1] == "current" {
+					b, err = local.Current(ctx)
+				} else {
+					var c cid.Cid
+					if c, err = cid.Decode(args[1]); err != nil {
+						return fmt.Errorf("version %q: %w", args[1], err)
+					}
+					b, err = manifests.LoadManifest(ctx, node.API.Dag(), c)
+				}
+				if err != nil {
+					return err
+				}
+				changes, err := manifests.DiffManifests(ctx, a, b)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					type change struct {
+						Key string `json:"key"`
+						Old string `json:"old,omitempty"`
+						New string `json:"new,omitempty"`
+					}
+					out := []change{}
+					for _, ch := range changes {
+						out = append(out, change{ch.Key, cidString(ch.Old), cidString(ch.New)})
+					}
+					return printJSON(cmd.OutOrStdout(), out)
+				}
+				for _, ch := range changes {
+					switch {
+					case !ch.Old.Defined():
+						fmt.Fprintf(cmd.OutOrStdout(), "+ %s %s\n", ch.Key, ch.New)
+					case !ch.New.Defined():
+						fmt.Fprintf(cmd.OutOrStdout(), "- %s %s\n", ch.Key, ch.Old)
+					default:
+						fmt.Fprintf(cmd.OutOrStdout(), "~ %s %s -> %s\n", ch.Key, ch.Old, ch.New)
+					}
+				}
+				return nil
+			})
+		},
+	}
+
+	var limit int
+	history := &cobra.Command{
+		Use: "history", Short: "List versions, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withManifest(cmd.Context(), "", func(node *ipfsnode.Node, _ *manifests.Local, m *manifests.Manifest) error {
+				if !m.Version().Defined() {
+					if asJSON {
+						return printJSON(cmd.OutOrStdout(), []any{})
+					}
+					return nil
+				}
+				recs, err := manifests.History(cmd.Context(), node.API.Dag(), m.Version(), limit)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					type ver struct {
+						Version string `json:"version"`
+						Seq     int64  `json:"seq"`
+						Paths   int64  `json:"paths"`
+						Time    string `json:"time"`
+					}
+					out := []ver{}
+					for _, r := range recs {
+						out = append(out, ver{r.CID.String(), r.Seq, r.Count, r.Time})
+					}
+					return printJSON(cmd.OutOrStdout(), out)
+				}
+				for _, r := range recs {
+					fmt.Fprintf(cmd.OutOrStdout(), "%d %s %s %d paths\n", r.Seq, r.CID, r.Time, r.Count)
+				}
+				return nil
+			})
+		},
+	}
+	history.Flags().IntVar(&limit, "limit", 0, "at most this many versions (0: all)")
+	cmd.AddCommand(show, get, diff, history)
+	return cmd
+}
+
+// manifestKey turns a store path or hash into its manifest key; anything
+// with a slash that is not a store path is taken as a key as it is.
+func manifestKey(arg string) string {
+	if strings.HasPrefix(arg, "/nix/store/") || manifests.ValidHashPart(arg) {
+		return manifests.KeyStorePath(manifests.HashPart(arg))
+	}
+	if strings.HasPrefix(arg, "sha256:") {
+		if h, err := nixbase32.DecodeString(strings.TrimPrefix(arg, "sha256:")); err == nil {
+			return manifests.KeyNarHash(h)
+		}
+	}
+	return arg
+}
+
+func cidString(c cid.Cid) string {
+	if !c.Defined() {
+		return ""
+	}
+	return c.String()
+}
+
+func recordJSON(c cid.Cid, p *manifests.PathInfo) any {
+	refs := []string{}
+	refs = append(refs, p.ReferenceNames()...)
+	out := map[string]any{
+		"pathInfo":   c.String(),
+		"storePath":  p.StorePath,
+		"root":       p.Root.String(),
+		"narHash":    p.NarHashString(),
+		"narSize":    p.NarSize,
+		"blake3":     hex.EncodeToString(p.Blake3),
+		"references": refs,
+		"signatures": append([]string{}, p.Signatures...),
+		"profile":    p.Profile,
+	}
+	if p.Deriver != nil {
+		out["deriver"] = *p.Deriver
+	}
+	if p.ContentAddress != nil {
+		out["ca"] = *p.ContentAddress
+	}
+	return out
+}

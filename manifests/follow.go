@@ -1,0 +1,176 @@
+package manifests
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	coreiface "github.com/ipfs/kubo/core/coreiface"
+)
+
+// FollowStatus is what the follower knows of one followed name.
+type FollowStatus struct {
+	Name     string    `json:"name"`
+	Version  string    `json:"version,omitempty"`
+	Seq      int64     `json:"seq,omitempty"`
+	Count    int64     `json:"count,omitempty"`
+	Updated  time.Time `json:"updated,omitempty"`
+	LastErr  string    `json:"error,omitempty"`
+	Resolved bool      `json:"resolved"`
+}
+
+// Follower tracks other nodes' manifests by IPNS name. In the background it
+// resolves each name, and when a new version appears it fetches the changed
+// HAMT shards and PathInfo blocks from the network, so that narinfo lookups
+// afterwards find everything locally and never wait on a network search.
+type Follower struct {
+	api coreiface.CoreAPI // online: fetches from peers
+
+	mu     sync.RWMutex
+	names  []string
+	state  map[string]*FollowStatus
+	synced map[string]cid.Cid // name -> version whose blocks are local
+}
+
+// NewFollower returns a follower that fetches through api.
+func NewFollower(api coreiface.CoreAPI) *Follower {
+	return &Follower{api: api, state: map[string]*FollowStatus{}, synced: map[string]cid.Cid{}}
+}
+
+// Set replaces the followed names (order is lookup order).
+func (f *Follower) Set(names []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.names = append([]string(nil), names...)
+	for _, n := range names {
+		if f.state[n] == nil {
+			f.state[n] = &FollowStatus{Name: n}
+		}
+	}
+}
+
+// Versions returns the synced version of each followed name, in order.
+func (f *Follower) Versions() []cid.Cid {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var vs []cid.Cid
+	for _, n := range f.names {
+		if v, ok := f.synced[n]; ok {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// Status reports each followed name.
+func (f *Follower) Status() []FollowStatus {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []FollowStatus
+	for _, n := range f.names {
+		out = append(out, *f.state[n])
+	}
+	return out
+}
+
+// Run polls the followed names every interval until ctx ends. With IPNS
+// over pubsub a resolve answers from the records peers pushed, so polling
+// is cheap and a new version is seen within about one interval.
+func (f *Follower) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		f.mu.RLock()
+		names := append([]string(nil), f.names...)
+		f.mu.RUnlock()
+		for _, n := range names {
+			if err := f.refresh(ctx, n); err != nil && ctx.Err() == nil {
+				slog.Debug("follow", "name", n, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *Follower) setErr(name string, err error) {
+	f.mu.Lock()
+	if s := f.state[name]; s != nil {
+		s.LastErr = err.Error()
+	}
+	f.mu.Unlock()
+}
+
+func (f *Follower) refresh(ctx context.Context, name string) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	p, err := f.api.Name().Resolve(rctx, "/ipns/"+strings.TrimPrefix(name, "/ipns/"))
+	if err != nil {
+		f.setErr(name, err)
+		return fmt.Errorf("resolve %s: %w", name, err)
+	}
+	ip, err := path.NewImmutablePath(p)
+	if err != nil {
+		f.setErr(name, err)
+		return fmt.Errorf("resolve %s: %w", name, err)
+	}
+	v := ip.RootCid()
+	f.mu.RLock()
+	old, had := f.synced[name]
+	f.mu.RUnlock()
+	if had && old.Equals(v) {
+		return nil
+	}
+	next, err := LoadManifest(ctx, f.api.Dag(), v)
+	if err != nil {
+		f.setErr(name, err)
+		return fmt.Errorf("follow %s: %w", name, err)
+	}
+	prev := EmptyManifest(f.api.Dag())
+	if had {
+		if pm, err := LoadManifest(ctx, f.api.Dag(), old); err == nil {
+			prev = pm
+		}
+	}
+	if err := f.fetch(ctx, prev, next); err != nil {
+		f.setErr(name, err)
+		return fmt.Errorf("follow %s: %w", name, err)
+	}
+	info := next.Info()
+	f.mu.Lock()
+	f.synced[name] = v
+	if s := f.state[name]; s != nil {
+		*s = FollowStatus{Name: name, Version: v.String(), Seq: info.Seq, Count: info.Count, Updated: time.Now().UTC(), Resolved: true}
+	}
+	f.mu.Unlock()
+	slog.Info("followed manifest updated", "name", name, "version", v, "seq", info.Seq, "paths", info.Count)
+	return nil
+}
+
+// fetch brings the blocks narinfo lookups need into the local blockstore:
+// the shards that differ (the diff walks them) and the new PathInfos.
+func (f *Follower) fetch(ctx context.Context, prev, next *Manifest) error {
+	changes, err := DiffManifests(ctx, prev, next)
+	if err != nil {
+		return err
+	}
+	for _, ch := range changes {
+		if !ch.New.Defined() || !strings.HasPrefix(ch.Key, "p/") {
+			continue
+		}
+		if _, err := f.api.Block().Stat(ctx, path.FromCid(ch.New)); err != nil {
+			// A PathInfo we cannot fetch stays a 404 here; the rest of the
+			// manifest keeps working.
+			slog.Warn("followed PathInfo unavailable", "key", ch.Key, "cid", ch.New, "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package manifests
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/ipfs/boxo/ipns"
+
+	"github.com/nixipfs/nixipfs/internal/atomicfile"
+)
+
+// The follow list is the set of IPNS names `nixipfs follow add` recorded in
+// the data dir; the daemon re-reads it while running.
+
+func followFile(dataDir string) string { return filepath.Join(dataDir, "follow.json") }
+
+// ParseName checks an IPNS name (k51…, or /ipns/k51…) and returns it bare.
+func ParseName(s string) (string, error) {
+	n, err := ipns.NameFromString(strings.TrimPrefix(strings.TrimSpace(s), "/ipns/"))
+	if err != nil {
+		return "", fmt.Errorf("IPNS name %q: %w", s, err)
+	}
+	return n.String(), nil
+}
+
+// ReadFollowList returns the recorded names, in the order they were added.
+func ReadFollowList(dataDir string) ([]string, error) {
+	b, err := os.ReadFile(followFile(dataDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read follow list: %w", err)
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return nil, fmt.Errorf("follow list %s: %w", followFile(dataDir), err)
+	}
+	return names, nil
+}
+
+// EditFollowList adds or removes a name; it reports whether the list changed.
+func EditFollowList(dataDir, name string, add bool) (bool, error) {
+	name, err := ParseName(name)
+	if err != nil {
+		return false, err
+	}
+	names, err := ReadFollowList(dataDir)
+	if err != nil {
+		return false, err
+	}
+	i := slices.Index(names, name)
+	switch {
+	case add && i < 0:
+		names = append(names, name)
+	case !add && i >= 0:
+		names = slices.Delete(names, i, i+1)
+	default:
+		return false, nil
+	}
+	b, _ := json.MarshalIndent(names, "", "  ")
+	return true, atomicfile.WriteFile(followFile(dataDir), append(b, '\n'), 0o600)
+}

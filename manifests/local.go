@@ -1,0 +1,195 @@
+package manifests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"github.com/ipfs/kubo/core/coreiface/options"
+
+	"github.com/nixipfs/nixipfs/internal/atomicfile"
+)
+
+// KeyName is the kubo keystore name of the Ed25519 key the manifest is
+// published under (its IPNS name is the node's manifest name).
+const KeyName = "nixipfs-manifest"
+
+// Local is this node's own manifest. Its current version is recorded in a
+// file in the data dir (written atomically); updates are serialised by a lock
+// file, so a publish run by hand and one run by the daemon never lose each
+// other's entries.
+type Local struct {
+	dir string
+	api coreiface.CoreAPI
+}
+
+// OpenLocal opens the manifest state kept in dataDir.
+func OpenLocal(dataDir string, api coreiface.CoreAPI) *Local {
+	return &Local{dir: dataDir, api: api}
+}
+
+func (l *Local) stateFile() string { return filepath.Join(l.dir, "manifest") }
+
+// CurrentVersion returns the recorded version CID (cid.Undef when nothing
+// has been published yet).
+func (l *Local) CurrentVersion() (cid.Cid, error) {
+	b, err := os.ReadFile(l.stateFile())
+	if errors.Is(err, fs.ErrNotExist) {
+		return cid.Undef, nil
+	}
+	if err != nil {
+		return cid.Undef, fmt.Errorf("read manifest state: %w", err)
+	}
+	c, err := cid.Decode(strings.TrimSpace(string(b)))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("manifest state %s: %w", l.stateFile(), err)
+	}
+	return c, nil
+}
+
+// Current loads the current manifest (empty if none was published).
+func (l *Local) Current(ctx context.Context) (*Manifest, error) {
+	v, err := l.CurrentVersion()
+	if err != nil {
+		return nil, err
+	}
+	if !v.Defined() {
+		return EmptyManifest(l.api.Dag()), nil
+	}
+	return LoadManifest(ctx, l.api.Dag(), v)
+}
+
+// lock takes the manifest's update lock (an flock, released if the process
+// dies).
+func (l *Local) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(l.dir, "manifest.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("manifest lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("manifest lock: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Update applies puts and deletes to the current manifest, pins the result
+// and records it as current. The new entries' own blocks must already be
+// stored and pinned. It returns the new manifest (the same one when nothing
+// changed).
+func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []string) (*Manifest, error) {
+	unlock, err := l.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	cur, err := l.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	next, err := cur.Update(ctx, puts, deletes, time.Now().UTC())
+	if err != nil {
+		return nil, fmt.Errorf("update manifest: %w", err)
+	}
+	if next.Version() == cur.Version() {
+		return cur, nil
+	}
+	if err := l.pin(ctx, cur, next); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteFile(l.stateFile(), []byte(next.Version().String()+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("record manifest: %w", err)
+	}
+	return next, nil
+}
+
+// pin keeps the new version safe from kubo's GC: the Version block directly,
+// the HAMT recursively. Moving the HAMT pin with pin update walks only what
+// changed (kubo diffs old and new), so an update costs its changed entries,
+// not the manifest size.
+func (l *Local) pin(ctx context.Context, cur, next *Manifest) error {
+	newEntries := path.FromCid(next.Info().Entries)
+	// The empty manifest's HAMT root is never stored, so the first update
+	// pins afresh.
+	if old := cur.Info().Entries; cur.Version().Defined() && !old.Equals(next.Info().Entries) {
+		if err := l.api.Pin().Update(ctx, path.FromCid(old), newEntries, options.Pin.Unpin(true)); err != nil {
+			// The old pin may be gone (repo edited by hand): pin afresh.
+			slog.Debug("pin update failed, pinning afresh", "err", err)
+			if err := l.api.Pin().Add(ctx, newEntries, options.Pin.Recursive(true)); err != nil {
+				return fmt.Errorf("pin manifest entries: %w", err)
+			}
+		}
+	} else if err := l.api.Pin().Add(ctx, newEntries, options.Pin.Recursive(true)); err != nil {
+		return fmt.Errorf("pin manifest entries: %w", err)
+	}
+	if err := l.api.Pin().Add(ctx, path.FromCid(next.Version()), options.Pin.Recursive(false)); err != nil {
+		return fmt.Errorf("pin manifest version: %w", err)
+	}
+	if old := cur.Version(); old.Defined() {
+		// Older versions stay readable while their blocks exist; only the
+		// current one is kept.
+		_ = l.api.Pin().Rm(ctx, path.FromCid(old), options.Pin.RmRecursive(false))
+	}
+	return nil
+}
+
+// Name returns the manifest's IPNS name, creating its Ed25519 key on first
+// use.
+func (l *Local) Name(ctx context.Context) (string, error) {
+	k, err := ManifestKey(ctx, l.api)
+	if err != nil {
+		return "", err
+	}
+	return k.ID().String(), nil
+}
+
+// ManifestKey returns the manifest signing key, generating it (Ed25519: an
+// IPNS record fits well under 10 KiB) if missing.
+func ManifestKey(ctx context.Context, api coreiface.CoreAPI) (coreiface.Key, error) {
+	keys, err := api.Key().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list IPNS keys: %w", err)
+	}
+	for _, k := range keys {
+		if k.Name() == KeyName {
+			return k, nil
+		}
+	}
+	k, err := api.Key().Generate(ctx, KeyName, options.Key.Type(options.Ed25519Key))
+	if err != nil {
+		return nil, fmt.Errorf("generate IPNS key %s: %w", KeyName, err)
+	}
+	return k, nil
+}
+
+// Publish announces the current version under the manifest's IPNS name. With
+// no peers (offline) the record is kept locally and announced once peers
+// appear.
+func (l *Local) Publish(ctx context.Context) (string, error) {
+	v, err := l.CurrentVersion()
+	if err != nil {
+		return "", err
+	}
+	if !v.Defined() {
+		return "", errors.New("publish manifest: nothing published yet")
+	}
+	if _, err := ManifestKey(ctx, l.api); err != nil {
+		return "", err
+	}
+	name, err := l.api.Name().Publish(ctx, path.FromCid(v),
+		options.Name.Key(KeyName), options.Name.AllowOffline(true), options.Name.TTL(time.Minute))
+	if err != nil {
+		return "", fmt.Errorf("publish manifest %s on IPNS: %w", v, err)
+	}
+	return name.String(), nil
+}

@@ -1,0 +1,120 @@
+package manifests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ipfs/go-cid"
+	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"github.com/ipfs/kubo/core/coreiface/options"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Resolver answers narinfo lookups from this node's own manifest, then the
+// followed ones, in order. It reads only local blocks (an offline view of
+// the node): a path whose records are not here yet is a fast "not found",
+// never a wait on the network.
+type Resolver struct {
+	local    *Local
+	follower *Follower
+	offline  coreiface.CoreAPI
+	trusted  []signature.PublicKey
+
+	manifests *lru.Cache[cid.Cid, *Manifest]
+	infos     *lru.Cache[cid.Cid, *PathInfo]
+}
+
+// NewResolver returns a resolver. follower may be nil; with trusted keys set,
+// paths carrying no signature by one of them are not served.
+func NewResolver(api coreiface.CoreAPI, local *Local, follower *Follower, trusted []signature.PublicKey) (*Resolver, error) {
+	off, err := api.WithOptions(options.Api.Offline(true))
+	if err != nil {
+		return nil, fmt.Errorf("offline view of the IPFS node: %w", err)
+	}
+	ms, _ := lru.New[cid.Cid, *Manifest](64)
+	is, _ := lru.New[cid.Cid, *PathInfo](16384)
+	return &Resolver{local: local, follower: follower, offline: off, trusted: trusted, manifests: ms, infos: is}, nil
+}
+
+// versions lists the manifests to search, own first.
+func (r *Resolver) versions() []cid.Cid {
+	var vs []cid.Cid
+	if v, err := r.local.CurrentVersion(); err == nil && v.Defined() {
+		vs = append(vs, v)
+	} else if err != nil {
+		slog.Warn("own manifest", "err", err)
+	}
+	if r.follower != nil {
+		vs = append(vs, r.follower.Versions()...)
+	}
+	return vs
+}
+
+func (r *Resolver) manifest(ctx context.Context, v cid.Cid) (*Manifest, error) {
+	if m, ok := r.manifests.Get(v); ok {
+		return m, nil
+	}
+	m, err := LoadManifest(ctx, r.offline.Dag(), v)
+	if err != nil {
+		return nil, err
+	}
+	r.manifests.Add(v, m)
+	return m, nil
+}
+
+// Lookup returns the PathInfo of a store-path hash, or an error wrapping
+// ErrNotFound.
+func (r *Resolver) Lookup(ctx context.Context, hashPart string) (*PathInfo, error) {
+	if !ValidHashPart(hashPart) {
+		return nil, fmt.Errorf("lookup %q: %w", hashPart, ErrNotFound)
+	}
+	key := KeyStorePath(hashPart)
+	for _, v := range r.versions() {
+		m, err := r.manifest(ctx, v)
+		if err != nil {
+			slog.Warn("manifest unreadable", "version", v, "err", err)
+			continue
+		}
+		c, err := m.Get(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			slog.Warn("manifest lookup", "version", v, "key", key, "err", err)
+			continue
+		}
+		p, err := r.pathInfo(ctx, c)
+		if err != nil {
+			// A malformed or missing record is reported and skipped; the
+			// next manifest may still have the path.
+			slog.Warn("PathInfo unusable", "key", key, "cid", c, "err", err)
+			continue
+		}
+		if HashPart(p.StorePath) != hashPart {
+			slog.Warn("PathInfo filed under the wrong key", "key", key, "storePath", p.StorePath)
+			continue
+		}
+		if len(r.trusted) > 0 && !p.Verify(r.trusted) {
+			slog.Info("path has no trusted signature", "storePath", p.StorePath)
+			continue
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("lookup %s: %w", hashPart, ErrNotFound)
+}
+
+func (r *Resolver) pathInfo(ctx context.Context, c cid.Cid) (*PathInfo, error) {
+	if p, ok := r.infos.Get(c); ok {
+		return p, nil
+	}
+	p, err := Load(ctx, r.offline, c)
+	if err != nil {
+		return nil, err
+	}
+	r.infos.Add(c, p)
+	return p, nil
+}
