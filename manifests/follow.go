@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"github.com/ipfs/kubo/core/coreiface/options"
 )
 
 // FollowStatus is what the follower knows of one followed name.
@@ -112,7 +113,9 @@ func (f *Follower) setErr(name string, err error) {
 func (f *Follower) refresh(ctx context.Context, name string) error {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	p, err := f.api.Name().Resolve(rctx, "/ipns/"+strings.TrimPrefix(name, "/ipns/"))
+	// No namesys cache: it would hold a version for the record's TTL. Over
+	// pubsub the router answers from the newest record peers pushed.
+	p, err := f.api.Name().Resolve(rctx, "/ipns/"+strings.TrimPrefix(name, "/ipns/"), options.Name.Cache(false))
 	if err != nil {
 		f.setErr(name, err)
 		return fmt.Errorf("resolve %s: %w", name, err)
