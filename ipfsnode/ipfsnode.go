@@ -291,11 +291,13 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 	}
 
 	// Routing is set explicitly: core.NewNode ignores the config's routing
-	// keys. Offline nodes need none; online ones use a DHT that, with no
-	// bootstrap peers, only ever meets the peers the user named.
+	// keys. Offline nodes need none. Online ones run a DHT server: with no
+	// bootstrap peers it only ever meets the peers the user named, and in
+	// server mode those peers find each other's provider records (what
+	// replica-aware GC counts); auto mode would stay a client on loopback.
 	routing := libp2p.NilRouterOption
 	if opts.Online {
-		routing = libp2p.DHTClientOption
+		routing = libp2p.DHTServerOption
 	}
 	nd, err := core.NewNode(ctx, &core.BuildCfg{
 		Online:    opts.Online,

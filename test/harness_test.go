@@ -108,6 +108,9 @@ func startKubo(t testing.TB) *kubo {
 	// IPNS over pubsub: followers see new manifest versions in milliseconds.
 	run(t, k.env(), ipfsBin, "config", "--json", "Ipns.UsePubsub", "true")
 	run(t, k.env(), ipfsBin, "config", "--json", "Pubsub.Enabled", "true")
+	// A DHT server, so that peers on loopback find each other's provider
+	// records (replica counts for gc).
+	run(t, k.env(), ipfsBin, "config", "Routing.Type", "dhtserver")
 	cmd := exec.Command(ipfsBin, "daemon")
 	cmd.Env = append(os.Environ(), k.env()...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "kubo.log"))

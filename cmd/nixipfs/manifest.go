@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -15,6 +16,7 @@ import (
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/publish"
 )
 
 func printJSON(w io.Writer, v any) error {
@@ -267,7 +269,79 @@ version links its predecessor and is published under the node's IPNS name.`,
 		},
 	}
 	history.Flags().IntVar(&limit, "limit", 0, "at most this many versions (0: all)")
-	cmd.AddCommand(show, get, diff, history)
+	rm := &cobra.Command{
+		Use:   "rm PATH...",
+		Short: "Drop store paths from the manifest (their pins stay until 'nixipfs gc')",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			node, err := g.open(cmd.Context(), false, nil, nil)
+			if err != nil {
+				return err
+			}
+			defer node.Close()
+			removed, err := publish.Unpublish(cmd.Context(), node, g.manifest(node), args...)
+			for _, p := range removed {
+				fmt.Fprintln(cmd.OutOrStdout(), p)
+			}
+			return err
+		},
+	}
+	cmd.AddCommand(show, get, diff, history, rm)
+	return cmd
+}
+
+func newGCCmd(g *globals) *cobra.Command {
+	var opts publish.GCOptions
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "gc [--min-replicas N] [--apply]",
+		Short: "Unpin paths dropped from the manifest once enough peers replicate them",
+		Long: `Find the paths this node pinned that its manifest no longer holds (see
+'nixipfs manifest rm') and unpin each one only if at least --min-replicas other
+peers provide its DAG (a provider search among the peers this node knows).
+Without --apply it only prints what it would do. It unpins only: kubo's repo GC
+frees the blocks. Run it against the daemon's node (while the daemon runs) so
+that the provider search can reach peers.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.MinReplicas < 1 {
+				return fmt.Errorf("--min-replicas %d: must be at least 1", opts.MinReplicas)
+			}
+			node, err := g.open(cmd.Context(), false, nil, nil)
+			if err != nil {
+				return err
+			}
+			defer node.Close()
+			items, err := publish.GC(cmd.Context(), node, g.manifest(node), opts)
+			if asJSON {
+				if items == nil {
+					items = []publish.GCItem{}
+				}
+				if jerr := printJSON(cmd.OutOrStdout(), items); jerr != nil && err == nil {
+					err = jerr
+				}
+				return err
+			}
+			var freed int64
+			for _, it := range items {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %d replicas: %s\n", it.StorePath, it.Replicas, it.Reason)
+				if it.Unpinned || (!opts.Apply && it.Replicas >= opts.MinReplicas) {
+					freed += it.NarSize
+				}
+			}
+			verb := "would unpin"
+			if opts.Apply {
+				verb = "unpinned"
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s about %d bytes (NAR size)\n", verb, freed)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&opts.MinReplicas, "min-replicas", 1, "other providers a path needs before it is unpinned")
+	f.BoolVar(&opts.Apply, "apply", false, "unpin (default: dry run)")
+	f.DurationVar(&opts.Timeout, "timeout", 10*time.Second, "provider search time per path")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
