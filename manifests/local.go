@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
@@ -150,7 +151,7 @@ func (l *Local) Name(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return k.ID().String(), nil
+	return ipns.NameFromPeer(k.ID()).String(), nil
 }
 
 // ManifestKey returns the manifest signing key, generating it (Ed25519: an

@@ -358,3 +358,14 @@ func writeFile(t testing.TB, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// status GETs url and returns the status code.
+func status(t testing.TB, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
