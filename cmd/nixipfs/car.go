@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -71,15 +70,11 @@ its record gives. Only then are the paths pinned and added to the manifest, so
 the gateway serves them. Works offline.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r io.Reader = os.Stdin
-			if args[0] != "-" {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return fmt.Errorf("import: %w", err)
-				}
-				defer f.Close()
-				r = f
+			r, done, err := openInput(args[0])
+			if err != nil {
+				return fmt.Errorf("import: %w", err)
 			}
+			defer done()
 			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {
 				return err

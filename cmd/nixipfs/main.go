@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -111,3 +112,15 @@ func (g *globals) manifest(node *ipfsnode.Node) *manifests.Local {
 }
 
 func (g *globals) nixStore() *nixstore.Store { return nixstore.New(g.store) }
+
+// openInput opens a file argument, or standard input for "-".
+func openInput(arg string) (io.Reader, func(), error) {
+	if arg == "-" {
+		return os.Stdin, func() {}, nil
+	}
+	f, err := os.Open(arg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}

@@ -98,16 +98,7 @@ version links its predecessor and is published under the node's IPNS name.`,
 		}
 		defer node.Close()
 		local := g.manifest(node)
-		var m *manifests.Manifest
-		if version == "" || version == "current" {
-			m, err = local.Current(ctx)
-		} else {
-			var c cid.Cid
-			if c, err = cid.Decode(version); err != nil {
-				return fmt.Errorf("version %q: %w", version, err)
-			}
-			m, err = manifests.LoadManifest(ctx, node.API.Dag(), c)
-		}
+		m, err := loadVersion(ctx, node, local, version)
 		if err != nil {
 			return err
 		}
@@ -188,17 +179,7 @@ version links its predecessor and is published under the node's IPNS name.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			return withManifest(ctx, args[0], func(node *ipfsnode.Node, local *manifests.Local, a *manifests.Manifest) error {
-				var b *manifests.Manifest
-				var err error
-				if args[1] == "current" {
-					b, err = local.Current(ctx)
-				} else {
-					var c cid.Cid
-					if c, err = cid.Decode(args[1]); err != nil {
-						return fmt.Errorf("version %q: %w", args[1], err)
-					}
-					b, err = manifests.LoadManifest(ctx, node.API.Dag(), c)
-				}
+				b, err := loadVersion(ctx, node, local, args[1])
 				if err != nil {
 					return err
 				}
@@ -343,6 +324,19 @@ that the provider search can reach peers.`,
 	f.DurationVar(&opts.Timeout, "timeout", 10*time.Second, "provider search time per path")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// loadVersion loads the manifest version a CID argument names ("" or
+// "current": the current one).
+func loadVersion(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, arg string) (*manifests.Manifest, error) {
+	if arg == "" || arg == "current" {
+		return local.Current(ctx)
+	}
+	c, err := cid.Decode(arg)
+	if err != nil {
+		return nil, fmt.Errorf("version %q: %w", arg, err)
+	}
+	return manifests.LoadManifest(ctx, node.API.Dag(), c)
 }
 
 // manifestKey turns a store path or hash into its manifest key; anything

@@ -4,8 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -30,15 +28,11 @@ padding, sizes); a bad NAR is refused with an error naming the entry, and
 nothing is pinned. Prints the root CID, NarHash, NarSize and BLAKE3.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r io.Reader = os.Stdin
-			if args[0] != "-" {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				r = f
+			r, done, err := openInput(args[0])
+			if err != nil {
+				return fmt.Errorf("import: %w", err)
 			}
+			defer done()
 			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {
 				return err
