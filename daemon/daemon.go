@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
 	gc.Paths = resolver
+	gc.Sources = resolver
 	srv := &http.Server{
 		Handler:           logRequests(gateway.New(gc)),
 		ReadHeaderTimeout: 10 * time.Second,

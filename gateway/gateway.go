@@ -31,8 +31,9 @@ type Lookup interface {
 type Config struct {
 	API      coreiface.CoreAPI
 	Paths    Lookup
-	StoreDir string // default /nix/store
-	Priority int    // nix-cache-info Priority; lower wins (cache.nixos.org is 40)
+	Sources  Sources // mirrored files by hash; nil: none
+	StoreDir string  // default /nix/store
+	Priority int     // nix-cache-info Priority; lower wins (cache.nixos.org is 40)
 	// NoZstd turns off zstd Content-Encoding even when clients ask for it.
 	NoZstd bool
 	Logger *slog.Logger
@@ -59,6 +60,7 @@ func New(cfg Config) *Gateway {
 	g.mux.HandleFunc("GET /nix-cache-info", g.cacheInfo)
 	g.mux.HandleFunc("GET /nar/{file}", g.nar)
 	g.mux.HandleFunc("GET /{file}", g.narinfo)
+	g.mux.HandleFunc("GET /{first}/{rest...}", g.twoSegments)
 	return g
 }
 

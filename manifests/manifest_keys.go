@@ -13,13 +13,27 @@ import (
 //	sha256/<nix32>   the NarHash as Nix renders it (52 nix32 characters)
 //	blake3/<hex>     the BLAKE3 of the NAR, lower-case hex (64 characters)
 //
-// The prefixes keep the key spaces apart; within "sha256/" the length tells
-// a nix32 NarHash (52) from a hex source hash (64) should those be added.
+// Mirrored source files (mirror-tarballs, cache-inputs) are recorded under
+//
+//	src/<algo>/<hex>  md5, sha1, sha256 and sha512 of the file (the forms
+//	                  tarballs.nixos.org serves), pointing straight at the
+//	                  file's UnixFS root, not at a PathInfo
+//
+// The prefixes keep the key spaces apart.
 const (
 	storePathKeyPrefix = "p/"
 	narHashKeyPrefix   = "sha256/"
 	blake3KeyPrefix    = "blake3/"
+	sourceKeyPrefix    = "src/"
 )
+
+// SourceAlgos are the hash algorithms source files are recorded under.
+var SourceAlgos = []string{"md5", "sha1", "sha256", "sha512"}
+
+// KeySource is the key of a source file by one of its hashes.
+func KeySource(algo string, digest []byte) string {
+	return sourceKeyPrefix + algo + "/" + hex.EncodeToString(digest)
+}
 
 // maxKeyLen bounds manifest keys: the longest key we make is 71 bytes, and a
 // HAMT shard from another node must not carry arbitrarily large names.

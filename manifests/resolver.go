@@ -118,3 +118,24 @@ func (r *Resolver) pathInfo(ctx context.Context, c cid.Cid) (*PathInfo, error) {
 	r.infos.Add(c, p)
 	return p, nil
 }
+
+// Source returns the UnixFS root of a mirrored file by one of its hashes,
+// or an error wrapping ErrNotFound.
+func (r *Resolver) Source(ctx context.Context, algo string, digest []byte) (cid.Cid, error) {
+	key := KeySource(algo, digest)
+	for _, v := range r.versions() {
+		m, err := r.manifest(ctx, v)
+		if err != nil {
+			slog.Warn("manifest unreadable", "version", v, "err", err)
+			continue
+		}
+		c, err := m.Get(ctx, key)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			slog.Warn("manifest lookup", "version", v, "key", key, "err", err)
+		}
+	}
+	return cid.Undef, fmt.Errorf("source %s: %w", key, ErrNotFound)
+}

@@ -3,6 +3,8 @@ package test
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/klauspost/compress/zstd"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/ipfsnode"
@@ -144,5 +147,63 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	}
 	if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, "bytes 1000-2999/") {
 		t.Errorf("Content-Range %q", cr)
+	}
+}
+
+// TestGatewayFiles serves a mirrored file by hash (base16 and nix32, as the
+// hashed-mirror layout asks) and by CID, with HEAD and ranges.
+func TestGatewayFiles(t *testing.T) {
+	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	content := make([]byte, 2<<20+99)
+	rand.Read(content)
+	res, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(narOf(file(string(content), false))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	local := manifests.OpenLocal(t.TempDir(), node.API)
+	if _, err := local.Update(ctx(t), map[string]cid.Cid{manifests.KeySource("sha256", sum[:]): res.Root}, nil); err != nil {
+		t.Fatal(err)
+	}
+	resolver, err := manifests.NewResolver(node.API, local, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gateway.New(gateway.Config{API: node.API, Paths: resolver, Sources: resolver}))
+	defer srv.Close()
+
+	for _, u := range []string{
+		"/sha256/" + hex.EncodeToString(sum[:]),
+		"/sha256/" + nixbase32.EncodeToString(sum[:]),
+		"/ipfs/" + res.Root.String(),
+	} {
+		if body := get(t, srv.URL+u); !bytes.Equal(body, content) {
+			t.Errorf("GET %s: %d bytes, not the file", u, len(body))
+		}
+		req, _ := http.NewRequest("GET", srv.URL+u, nil)
+		req.Header.Set("Range", "bytes=1048570-1048585")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		part, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(part, content[1048570:1048586]) {
+			t.Errorf("range on %s: %s, %d bytes", u, resp.Status, len(part))
+		}
+		head, err := http.Head(srv.URL + u)
+		if err != nil || head.StatusCode != 200 || head.ContentLength != int64(len(content)) {
+			t.Errorf("HEAD %s: %v %v", u, err, head)
+		}
+	}
+	other := sha256.Sum256([]byte("not mirrored"))
+	for _, u := range []string{"/sha256/" + hex.EncodeToString(other[:]), "/sha256/zz", "/md4/00", "/sha1/" + hex.EncodeToString(sum[:])} {
+		if code := status(t, srv.URL+u); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", u, code)
+		}
 	}
 }
