@@ -138,6 +138,35 @@ func AddTree(t testing.TB, store, name string, files map[string]string) string {
 	return AddPath(t, store, root)
 }
 
+// Busybox returns a directory bbdir/bin holding a static busybox and its
+// applets (sh, cat, mkdir, ln, echo, printf, chmod, wc), to be added to a
+// store with builtins.path as a builder toolchain. It is named bbdir.
+func Busybox(t testing.TB) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		bb = "/bin/busybox"
+	}
+	dir := filepath.Join(t.TempDir(), "bbdir")
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatalf("nixtest: a static busybox is required to build test derivations: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, applet := range []string{"sh", "cat", "mkdir", "ln", "echo", "printf", "chmod", "wc"} {
+		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // graph is the derivation graph BuildClosure builds: a diamond
 // top → {left, right} → dep, with references made by symlinks and by
 // writing store paths into files (how real packages reference each other).
@@ -177,27 +206,8 @@ in mk "top" ''
 // The .drv of top is the Deriver in top's path info.
 func BuildClosure(t testing.TB, store string) (top string, all []string) {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		bb = "/bin/busybox"
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bbdir", "bin")
-	if err := os.MkdirAll(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatalf("nixtest: a static busybox is required to build test derivations: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range []string{"sh", "cat", "mkdir", "ln", "echo", "printf", "chmod"} {
-		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bbdir := Busybox(t)
+	dir := filepath.Dir(bbdir)
 	nixFile := filepath.Join(dir, "graph.nix")
 	if err := os.WriteFile(nixFile, []byte(graph), 0o644); err != nil {
 		t.Fatal(err)
