@@ -148,7 +148,7 @@ version links its predecessor and is published under the node's IPNS name.`,
 	var version string
 	get := &cobra.Command{
 		Use:   "get KEY",
-		Short: "Show the record under a key: a store path, its hash, or p/…, sha256/…, blake3/…",
+		Short: "Show the record under a key: a store path, its hash, or p/…, sha256/…, blake3/…, src/<algo>/<hex>",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := manifestKey(args[0])
@@ -156,6 +156,14 @@ version links its predecessor and is published under the node's IPNS name.`,
 				c, err := m.Get(cmd.Context(), key)
 				if err != nil {
 					return fmt.Errorf("get %s: %w", key, err)
+				}
+				if strings.HasPrefix(key, "src/") {
+					// Mirrored files are recorded as their UnixFS root.
+					if asJSON {
+						return printJSON(cmd.OutOrStdout(), map[string]string{"key": key, "root": c.String()})
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "Root: %s\n", c)
+					return nil
 				}
 				p, err := manifests.Load(cmd.Context(), node.API, c)
 				if err != nil {
