@@ -29,6 +29,10 @@
         };
       });
 
+      # fetchIPFS: a fixed-output fetch that tries the local gateway by CID,
+      # then by hash, then the original URLs (see nixos/README.md).
+      lib.fetchIPFS = import ./nixos/fetchipfs.nix;
+
       overlays.default = final: prev: {
         nixipfs = self.packages.${prev.stdenv.hostPlatform.system}.default;
       };

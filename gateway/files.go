@@ -25,6 +25,11 @@ type Sources interface {
 	Source(ctx context.Context, algo string, digest []byte) (cid.Cid, error)
 }
 
+// fileTimeout bounds the wait for a file's root block: /ipfs/ requests may
+// name content no connected peer has, and fetchers fall back to their
+// next URL on a 404.
+const fileTimeout = 10 * time.Second
+
 // hashLen is each mirror algorithm's digest size.
 var hashLen = map[string]int{"md5": 16, "sha1": 20, "sha256": 32, "sha512": 64}
 
@@ -92,8 +97,10 @@ func (g *Gateway) ipfsPath(w http.ResponseWriter, r *http.Request, rest string) 
 func (g *Gateway) serveFile(w http.ResponseWriter, r *http.Request, p path.Path, name string) {
 	// Bound the wait for the path to resolve; the body then streams under
 	// the request's own context (the reader fetches blocks as it goes).
-	ctx, cancel := context.WithTimeout(r.Context(), rootTimeout)
-	_, _, err := g.cfg.API.ResolvePath(ctx, p)
+	// ResolveNode fetches the root block (resolving a bare CID needs none),
+	// so content that no reachable peer has is a 404 within the limit.
+	ctx, cancel := context.WithTimeout(r.Context(), fileTimeout)
+	_, err := g.cfg.API.ResolveNode(ctx, p)
 	cancel()
 	var nd files.Node
 	if err == nil {
