@@ -5,19 +5,26 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/atomicfile"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/network"
+	"github.com/nixipfs/nixipfs/nixstore"
+	"github.com/nixipfs/nixipfs/publish"
 )
 
 // Config configures a daemon.
@@ -33,6 +40,30 @@ type Config struct {
 	FollowInterval time.Duration
 	// Trusted, if set, are the keys a path must be signed by to be served.
 	Trusted []signature.PublicKey
+
+	// Network, if set, is the network name to join: announce this node's
+	// manifest and follow the manifests announced there.
+	Network          string
+	AnnounceInterval time.Duration
+	PeerTimeout      time.Duration
+	// NetworkKeys must have signed a path from a network peer's manifest for
+	// it to be served (default: Nix's trusted-public-keys), unless the peer's
+	// name is in TrustPublishers.
+	NetworkKeys     []signature.PublicKey
+	TrustPublishers []string
+
+	// WatchStore ("", "signed" or "all") publishes new valid paths of
+	// Store as they appear: those signed by NetworkKeys, or all.
+	WatchStore    string
+	WatchInterval time.Duration
+	Store         *nixstore.Store
+	SignKey       *signature.SecretKey
+
+	// KeepServed pins paths served from followed manifests and adds them
+	// to this node's manifest, so they stay servable when their publisher
+	// leaves.
+	KeepServed bool
+
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
 }
@@ -63,23 +94,80 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	follower := manifests.NewFollower(cfg.Node.API)
-	if err := watchFollowList(ctx, cfg, follower); err != nil {
+	follows, err := newFollowSet(cfg, follower)
+	if err != nil {
 		return err
 	}
+	go follows.watchList(ctx)
 	interval := cfg.FollowInterval
 	if interval <= 0 {
 		interval = time.Second
 	}
 	go follower.Run(ctx, interval)
-	resolver, err := manifests.NewResolver(cfg.Node.API, local, follower, cfg.Trusted)
+
+	var nw *network.Network
+	if cfg.Network != "" {
+		nw, err = network.Join(ctx, cfg.Node.API, cfg.Network, network.Options{
+			Interval: cfg.AnnounceInterval,
+			Timeout:  cfg.PeerTimeout,
+			State: func(ctx context.Context) (string, int64) {
+				m, err := local.Current(ctx)
+				if err != nil || !m.Version().Defined() {
+					return "", 0
+				}
+				return m.Version().String(), m.Info().Count
+			},
+			OnChange: follows.setNetwork,
+		})
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		go func() {
+			if err := nw.Run(ctx); err != nil {
+				slog.Error("network", "err", err)
+			}
+		}()
+		go writePeers(ctx, cfg.DataDir, nw, cfg.AnnounceInterval)
+	}
+	trustPub := map[string]bool{}
+	for _, n := range cfg.TrustPublishers {
+		name, err := manifests.ParseName(n)
+		if err != nil {
+			return fmt.Errorf("daemon: --trust-publisher: %w", err)
+		}
+		trustPub[name] = true
+	}
+	resolver, err := manifests.NewResolver(cfg.Node.API, local, follower, manifests.Policy{
+		Trusted:        cfg.Trusted,
+		NetworkKeys:    cfg.NetworkKeys,
+		IsNetwork:      follows.isNetwork,
+		TrustPublisher: func(name string) bool { return trustPub[name] },
+	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
+	}
+	if cfg.WatchStore != "" {
+		wi := cfg.WatchInterval
+		if wi <= 0 {
+			wi = time.Second
+		}
+		pub := &publish.Publisher{Node: cfg.Node, Store: cfg.Store, Manifest: local, SignKey: cfg.SignKey}
+		go watchStore(ctx, pub, cfg.WatchStore, cfg.NetworkKeys, wi)
 	}
 
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
 	gc.Paths = resolver
 	gc.Sources = resolver
+	if cfg.KeepServed {
+		k := newKeeper(cfg.Node.API, local)
+		go k.run(ctx, 2*time.Second)
+		gc.OnServed = func(ref gateway.NarRef) {
+			if p, ok := resolver.FollowedRecord(ref.Root, ref.NarHash); ok {
+				k.served(p)
+			}
+		}
+	}
 	srv := &http.Server{
 		Handler:           logRequests(gateway.New(gc)),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -113,45 +201,115 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// watchFollowList keeps the follower's names in step with the flags and the
-// data dir's follow list, re-read every few seconds.
-func watchFollowList(ctx context.Context, cfg Config, f *manifests.Follower) error {
-	var flagNames []string
+// followSet is the union of the names to follow: --follow flags, the data
+// dir's follow list (re-read every few seconds) and the peers a network
+// announced.
+type followSet struct {
+	f        *manifests.Follower
+	dataDir  string
+	mu       sync.Mutex
+	flags    []string
+	list     []string
+	networks map[string]bool
+}
+
+func newFollowSet(cfg Config, f *manifests.Follower) (*followSet, error) {
+	s := &followSet{f: f, dataDir: cfg.DataDir, networks: map[string]bool{}}
 	for _, n := range cfg.Follow {
 		name, err := manifests.ParseName(n)
 		if err != nil {
-			return fmt.Errorf("daemon: --follow: %w", err)
+			return nil, fmt.Errorf("daemon: --follow: %w", err)
 		}
-		flagNames = append(flagNames, name)
+		s.flags = append(s.flags, name)
 	}
-	load := func() {
-		names, err := manifests.ReadFollowList(cfg.DataDir)
-		if err != nil {
-			slog.Warn("follow list", "err", err)
-		}
-		all := append([]string(nil), flagNames...)
-		for _, n := range names {
-			if !slices.Contains(all, n) {
-				all = append(all, n)
-			}
-		}
-		f.Set(all)
-	}
-	load()
-	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				load()
-			}
-		}
-	}()
-	return nil
+	s.reload()
+	return s, nil
 }
+
+func (s *followSet) reload() {
+	names, err := manifests.ReadFollowList(s.dataDir)
+	if err != nil {
+		slog.Warn("follow list", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.list = names
+	s.mu.Unlock()
+	s.apply()
+}
+
+func (s *followSet) watchList(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.reload()
+		}
+	}
+}
+
+func (s *followSet) setNetwork(names []string) {
+	s.mu.Lock()
+	s.networks = map[string]bool{}
+	for _, n := range names {
+		s.networks[n] = true
+	}
+	s.mu.Unlock()
+	s.apply()
+}
+
+// isNetwork reports whether name is followed only because a network
+// announced it (explicit follows are trusted as the user chose them).
+func (s *followSet) isNetwork(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.networks[name] && !slices.Contains(s.flags, name) && !slices.Contains(s.list, name)
+}
+
+func (s *followSet) apply() {
+	s.mu.Lock()
+	all := append([]string(nil), s.flags...)
+	for _, n := range s.list {
+		if !slices.Contains(all, n) {
+			all = append(all, n)
+		}
+	}
+	var netNames []string
+	for n := range s.networks {
+		if !slices.Contains(all, n) {
+			netNames = append(netNames, n)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(netNames)
+	s.f.Set(append(all, netNames...))
+}
+
+// writePeers keeps <data-dir>/peers.json current for `nixipfs peers`.
+func writePeers(ctx context.Context, dataDir string, n *network.Network, interval time.Duration) {
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		b, _ := json.MarshalIndent(n.Peers(), "", "  ")
+		if err := atomicfile.WriteFile(PeersFile(dataDir), append(b, '\n'), 0o600); err != nil {
+			slog.Warn("write peers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PeersFile is where a daemon on a network lists its live peers.
+func PeersFile(dataDir string) string { return filepath.Join(dataDir, "peers.json") }
 
 // statusRecorder remembers the status a handler wrote, for the request log.
 type statusRecorder struct {

@@ -34,6 +34,9 @@ type Config struct {
 	Sources  Sources // mirrored files by hash; nil: none
 	StoreDir string  // default /nix/store
 	Priority int     // nix-cache-info Priority; lower wins (cache.nixos.org is 40)
+	// OnServed, if set, is called after a whole NAR was served and matched
+	// its NarHash (the daemon keeps paths it served from followed nodes).
+	OnServed func(nar NarRef)
 	// NoZstd turns off zstd Content-Encoding even when clients ask for it.
 	NoZstd bool
 	Logger *slog.Logger
@@ -110,6 +113,13 @@ func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeText(w, r, "text/x-nix-narinfo", NarInfo(p))
+}
+
+// NarRef names a served NAR: its DAG root, size and hash.
+type NarRef struct {
+	Root    cid.Cid
+	NarSize int64
+	NarHash []byte
 }
 
 // NarURL is the stateless NAR URL of p: the DAG root, the NAR size and its

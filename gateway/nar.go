@@ -97,6 +97,9 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+	if vw.full && g.cfg.OnServed != nil {
+		g.cfg.OnServed(NarRef{Root: root, NarSize: size, NarHash: want})
+	}
 }
 
 func acceptsZstd(ae string) bool {

@@ -55,14 +55,20 @@ func (f *Follower) Set(names []string) {
 	}
 }
 
+// Followed is a followed name and the version of it whose blocks are local.
+type Followed struct {
+	Name    string
+	Version cid.Cid
+}
+
 // Versions returns the synced version of each followed name, in order.
-func (f *Follower) Versions() []cid.Cid {
+func (f *Follower) Versions() []Followed {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var vs []cid.Cid
+	var vs []Followed
 	for _, n := range f.names {
 		if v, ok := f.synced[n]; ok {
-			vs = append(vs, v)
+			vs = append(vs, Followed{Name: n, Version: v})
 		}
 	}
 	return vs

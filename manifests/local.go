@@ -21,9 +21,11 @@ import (
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
 )
 
-// KeyName is the kubo keystore name of the Ed25519 key the manifest is
-// published under (its IPNS name is the node's manifest name).
-const KeyName = "nixipfs-manifest"
+// KeyName is the kubo key the manifest is published under: the node's own
+// identity, so its IPNS name is its peer id and a network announcement can
+// be checked against the pubsub sender (only the owner can announce it), and
+// kubo's own republisher keeps the record alive.
+const KeyName = "self"
 
 // Local is this node's own manifest. Its current version is recorded in a
 // file in the data dir (written atomically); updates are serialised by a lock
@@ -154,21 +156,15 @@ func (l *Local) Name(ctx context.Context) (string, error) {
 	return ipns.NameFromPeer(k.ID()).String(), nil
 }
 
-// ManifestKey returns the manifest signing key, generating it (Ed25519: an
-// IPNS record fits well under 10 KiB) if missing.
+// ManifestKey returns the node's identity key, which must be Ed25519 (an
+// IPNS record then fits well under 10 KiB and the name embeds the key).
 func ManifestKey(ctx context.Context, api coreiface.CoreAPI) (coreiface.Key, error) {
-	keys, err := api.Key().List(ctx)
+	k, err := api.Key().Self(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list IPNS keys: %w", err)
+		return nil, fmt.Errorf("node identity: %w", err)
 	}
-	for _, k := range keys {
-		if k.Name() == KeyName {
-			return k, nil
-		}
-	}
-	k, err := api.Key().Generate(ctx, KeyName, options.Key.Type(options.Ed25519Key))
-	if err != nil {
-		return nil, fmt.Errorf("generate IPNS key %s: %w", KeyName, err)
+	if _, err := k.ID().ExtractPublicKey(); err != nil {
+		return nil, fmt.Errorf("node identity %s: not an Ed25519 key (re-create the repo with an Ed25519 identity): %w", k.ID(), err)
 	}
 	return k, nil
 }

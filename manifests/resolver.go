@@ -22,29 +22,60 @@ type Resolver struct {
 	local    *Local
 	follower *Follower
 	offline  coreiface.CoreAPI
-	trusted  []signature.PublicKey
+	policy   Policy
 
 	manifests *lru.Cache[cid.Cid, *Manifest]
 	infos     *lru.Cache[cid.Cid, *PathInfo]
+	// followed remembers records recently answered from followed
+	// manifests, by DAG root, so that a NAR served from one can be traced
+	// back to its record (NAR URLs name only the root).
+	followed *lru.Cache[cid.Cid, *PathInfo]
 }
 
-// NewResolver returns a resolver. follower may be nil; with trusted keys set,
-// paths carrying no signature by one of them are not served.
-func NewResolver(api coreiface.CoreAPI, local *Local, follower *Follower, trusted []signature.PublicKey) (*Resolver, error) {
+// Policy says which paths need a signature by a trusted key to be served.
+type Policy struct {
+	// Trusted, when set, is required of every path (--trusted-key).
+	Trusted []signature.PublicKey
+	// NetworkKeys are required of paths from manifests followed because a
+	// network announced them (default: Nix's trusted-public-keys), unless
+	// TrustPublisher says their publisher is trusted as such.
+	NetworkKeys    []signature.PublicKey
+	IsNetwork      func(name string) bool
+	TrustPublisher func(name string) bool
+}
+
+// allows reports whether p, found in the manifest named source ("" for our
+// own), may be served.
+func (pol Policy) allows(source string, p *PathInfo) bool {
+	if len(pol.Trusted) > 0 && !p.Verify(pol.Trusted) {
+		return false
+	}
+	if source != "" && pol.IsNetwork != nil && pol.IsNetwork(source) {
+		if pol.TrustPublisher != nil && pol.TrustPublisher(source) {
+			return true
+		}
+		return p.Verify(pol.NetworkKeys)
+	}
+	return true
+}
+
+// NewResolver returns a resolver. follower may be nil.
+func NewResolver(api coreiface.CoreAPI, local *Local, follower *Follower, policy Policy) (*Resolver, error) {
 	off, err := api.WithOptions(options.Api.Offline(true))
 	if err != nil {
 		return nil, fmt.Errorf("offline view of the IPFS node: %w", err)
 	}
 	ms, _ := lru.New[cid.Cid, *Manifest](64)
 	is, _ := lru.New[cid.Cid, *PathInfo](16384)
-	return &Resolver{local: local, follower: follower, offline: off, trusted: trusted, manifests: ms, infos: is}, nil
+	fs, _ := lru.New[cid.Cid, *PathInfo](4096)
+	return &Resolver{local: local, follower: follower, offline: off, policy: policy, manifests: ms, infos: is, followed: fs}, nil
 }
 
-// versions lists the manifests to search, own first.
-func (r *Resolver) versions() []cid.Cid {
-	var vs []cid.Cid
+// versions lists the manifests to search, own (name "") first.
+func (r *Resolver) versions() []Followed {
+	var vs []Followed
 	if v, err := r.local.CurrentVersion(); err == nil && v.Defined() {
-		vs = append(vs, v)
+		vs = append(vs, Followed{Version: v})
 	} else if err != nil {
 		slog.Warn("own manifest", "err", err)
 	}
@@ -73,7 +104,8 @@ func (r *Resolver) Lookup(ctx context.Context, hashPart string) (*PathInfo, erro
 		return nil, fmt.Errorf("lookup %q: %w", hashPart, ErrNotFound)
 	}
 	key := KeyStorePath(hashPart)
-	for _, v := range r.versions() {
+	for _, src := range r.versions() {
+		v := src.Version
 		m, err := r.manifest(ctx, v)
 		if err != nil {
 			slog.Warn("manifest unreadable", "version", v, "err", err)
@@ -98,9 +130,12 @@ func (r *Resolver) Lookup(ctx context.Context, hashPart string) (*PathInfo, erro
 			slog.Warn("PathInfo filed under the wrong key", "key", key, "storePath", p.StorePath)
 			continue
 		}
-		if len(r.trusted) > 0 && !p.Verify(r.trusted) {
-			slog.Info("path has no trusted signature", "storePath", p.StorePath)
+		if !r.policy.allows(src.Name, p) {
+			slog.Info("path has no trusted signature", "storePath", p.StorePath, "manifest", src.Name)
 			continue
+		}
+		if src.Name != "" {
+			r.followed.Add(p.Root, p)
 		}
 		return p, nil
 	}
@@ -123,7 +158,8 @@ func (r *Resolver) pathInfo(ctx context.Context, c cid.Cid) (*PathInfo, error) {
 // or an error wrapping ErrNotFound.
 func (r *Resolver) Source(ctx context.Context, algo string, digest []byte) (cid.Cid, error) {
 	key := KeySource(algo, digest)
-	for _, v := range r.versions() {
+	for _, src := range r.versions() {
+		v := src.Version
 		m, err := r.manifest(ctx, v)
 		if err != nil {
 			slog.Warn("manifest unreadable", "version", v, "err", err)
@@ -138,4 +174,14 @@ func (r *Resolver) Source(ctx context.Context, algo string, digest []byte) (cid.
 		}
 	}
 	return cid.Undef, fmt.Errorf("source %s: %w", key, ErrNotFound)
+}
+
+// FollowedRecord returns the record of a NAR recently answered from a
+// followed manifest, if its root and NarHash match.
+func (r *Resolver) FollowedRecord(root cid.Cid, narHash []byte) (*PathInfo, bool) {
+	p, ok := r.followed.Get(root)
+	if !ok || string(p.NarHash) != string(narHash) {
+		return nil, false
+	}
+	return p, true
 }

@@ -68,3 +68,33 @@ func (s *Store) Deriver(ctx context.Context, path string) (string, error) {
 	}
 	return infos[0].Deriver, nil
 }
+
+// TrustedPublicKeys returns Nix's trusted-public-keys setting (the keys a
+// path copied from another store must be signed by).
+func (s *Store) TrustedPublicKeys(ctx context.Context) ([]string, error) {
+	out, err := s.run(ctx, "nix show-config", "nix", "show-config", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var cfg map[string]struct {
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		return nil, fmt.Errorf("nix show-config: %w", err)
+	}
+	var keys []string
+	if v, ok := cfg["trusted-public-keys"]; ok {
+		if err := json.Unmarshal(v.Value, &keys); err != nil {
+			return nil, fmt.Errorf("nix show-config: trusted-public-keys: %w", err)
+		}
+	}
+	return keys, nil
+}
+
+// Dirs returns the real directory holding the store's paths and Nix's
+// database directory: /nix/store and /nix/var/nix/db for the default
+// store, under the root of a chroot store.
+func (s *Store) Dirs() (storeDir, dbDir string) {
+	root := s.chrootDir()
+	return root + "/nix/store", root + "/nix/var/nix/db"
+}

@@ -71,7 +71,7 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	resolver, err := manifests.NewResolver(node.API, local, nil, nil)
+	resolver, err := manifests.NewResolver(node.API, local, nil, manifests.Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestGatewayFiles(t *testing.T) {
 	if _, err := local.Update(ctx(t), map[string]cid.Cid{manifests.KeySource("sha256", sum[:]): res.Root}, nil); err != nil {
 		t.Fatal(err)
 	}
-	resolver, err := manifests.NewResolver(node.API, local, nil, nil)
+	resolver, err := manifests.NewResolver(node.API, local, nil, manifests.Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}

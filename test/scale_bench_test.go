@@ -84,7 +84,7 @@ func BenchmarkManifestScale(b *testing.B) {
 	if _, err := local.Update(ctx(b), puts, nil); err != nil {
 		b.Fatal(err)
 	}
-	resolver, err := manifests.NewResolver(node.API, local, nil, nil)
+	resolver, err := manifests.NewResolver(node.API, local, nil, manifests.Policy{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func BenchmarkManifestScale(b *testing.B) {
 	for b.Loop() {
 		// A fresh resolver each round: its record cache must not hide the
 		// manifest walk.
-		resolver, _ = manifests.NewResolver(node.API, local, nil, nil)
+		resolver, _ = manifests.NewResolver(node.API, local, nil, manifests.Policy{})
 		srv.Config.Handler = gateway.New(gateway.Config{API: node.API, Paths: resolver})
 		p50, p99 := latencies(hits, http.StatusOK)
 		b.ReportMetric(float64(p50.Microseconds()), "hit-p50-µs")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/nixipfs/nixipfs/daemon"
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/network"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
@@ -24,6 +27,10 @@ func newDaemonCmd(g *globals) *cobra.Command {
 		follow   []string
 		trusted  []string
 		interval time.Duration
+		netCfg   daemon.Config
+		signKey  string
+		pubs     []string
+		keep     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon [--listen ADDR]",
@@ -39,13 +46,36 @@ IPFS node through a unix socket in the data dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			var keys []signature.PublicKey
-			for _, k := range trusted {
-				pk, err := signature.ParsePublicKey(k)
+			keys, err := parseKeys("--trusted-key", trusted)
+			if err != nil {
+				return err
+			}
+			switch netCfg.WatchStore {
+			case "", daemon.WatchSigned, daemon.WatchAll:
+			default:
+				return fmt.Errorf("--watch-store=%s: want signed or all", netCfg.WatchStore)
+			}
+			// Paths from network peers need a signature by a key Nix
+			// trusts (or by a --trusted-key) unless their publisher is
+			// trusted by name; watch-store=signed uses the same keys.
+			var netKeys []signature.PublicKey
+			if netCfg.Network != "" || netCfg.WatchStore != "" {
+				nixKeys, err := g.nixStore().TrustedPublicKeys(ctx)
 				if err != nil {
-					return fmt.Errorf("--trusted-key %q: %w", k, err)
+					return err
 				}
-				keys = append(keys, pk)
+				if netKeys, err = parseKeys("trusted-public-keys", nixKeys); err != nil {
+					return err
+				}
+				netKeys = append(netKeys, keys...)
+			}
+			var sk *signature.SecretKey
+			if signKey != "" {
+				k, err := manifests.LoadSecretKey(signKey)
+				if err != nil {
+					return err
+				}
+				sk = &k
 			}
 			node, err := g.open(ctx, true, peers, swarm)
 			if err != nil {
@@ -61,18 +91,16 @@ IPFS node through a unix socket in the data dir.`,
 					fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
 				}
 			}
-			return daemon.Run(ctx, daemon.Config{
-				DataDir:        g.dataDir,
-				Node:           node,
-				Listen:         listen,
-				Gateway:        gateway.Config{Priority: priority, NoZstd: noZstd},
-				Follow:         follow,
-				FollowInterval: interval,
-				Trusted:        keys,
-				Ready: func(a net.Addr) {
-					fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
-				},
-			})
+			cfg := netCfg
+			cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, listen
+			cfg.Gateway = gateway.Config{Priority: priority, NoZstd: noZstd}
+			cfg.Follow, cfg.FollowInterval, cfg.Trusted = follow, interval, keys
+			cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, pubs, keep
+			cfg.Store, cfg.SignKey = g.nixStore(), sk
+			cfg.Ready = func(a net.Addr) {
+				fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
+			}
+			return daemon.Run(ctx, cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -84,6 +112,15 @@ IPFS node through a unix socket in the data dir.`,
 	f.StringArrayVar(&follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&interval, "follow-interval", time.Second, "how often followed names are resolved")
 	f.StringArrayVar(&trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
+	f.StringVar(&netCfg.Network, "network", os.Getenv("NIXIPFS_NETWORK"), "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
+	f.DurationVar(&netCfg.AnnounceInterval, "announce-interval", 10*time.Second, "how often to announce our manifest on the network")
+	f.DurationVar(&netCfg.PeerTimeout, "peer-timeout", time.Minute, "drop a network peer not heard from for this long")
+	f.StringArrayVar(&pubs, "trust-publisher", nil, "serve a network peer's paths (by its IPNS name) even without a trusted signature (repeatable)")
+	f.StringVar(&netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
+	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
+	f.DurationVar(&netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
+	f.StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file: --watch-store adds a signature with it")
+	f.BoolVar(&keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 	return cmd
 }
 
@@ -92,4 +129,47 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+func parseKeys(what string, ks []string) ([]signature.PublicKey, error) {
+	var out []signature.PublicKey
+	for _, k := range ks {
+		pk, err := signature.ParsePublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", what, k, err)
+		}
+		out = append(out, pk)
+	}
+	return out, nil
+}
+
+func newPeersCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "List the nodes a running daemon sees on its network",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(daemon.PeersFile(g.dataDir))
+			if err != nil {
+				return fmt.Errorf("peers: %w (is a daemon running with --network?)", err)
+			}
+			var peers []network.Peer
+			if err := json.Unmarshal(b, &peers); err != nil {
+				return fmt.Errorf("peers: %w", err)
+			}
+			if asJSON {
+				if peers == nil {
+					peers = []network.Peer{}
+				}
+				return printJSON(cmd.OutOrStdout(), peers)
+			}
+			for _, p := range peers {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %d paths, last seen %s\n", p.Name, p.Paths, p.LastSeen.Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
