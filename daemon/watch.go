@@ -29,17 +29,21 @@ const (
 
 // watchStore publishes new valid store paths as they appear. It looks at
 // the store only when Nix's database changed (a stat per interval), then
-// lists the store directory for names it has not seen. A restart sees every
-// path once more; publishing what is already published is a no-op.
+// lists the store directory for names it has not seen. Paths stay under
+// watch for a while after they appear, because signatures may come after
+// the path (`nix store sign`): a signed path is published once signed, and
+// with "all" a published path gains its later signatures. A restart sees
+// every path once more; publishing what is already published is a no-op.
 func watchStore(ctx context.Context, pub *publish.Publisher, mode string, keys []signature.PublicKey, interval time.Duration) {
+	w := &watcher{pub: pub, mode: mode, keys: keys, seen: map[string]bool{}, pending: map[string]time.Time{}}
 	storeDir, dbDir := pub.Store.Dirs()
-	seen := map[string]bool{}
 	var lastDB string
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		if sig := dbState(dbDir); sig != lastDB {
-			if err := watchOnce(ctx, pub, mode, keys, storeDir, seen); err != nil {
+			slog.Debug("watch-store: database changed", "state", sig)
+			if err := w.round(ctx, storeDir, time.Now()); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -56,8 +60,19 @@ func watchStore(ctx context.Context, pub *publish.Publisher, mode string, keys [
 	}
 }
 
+// pendingFor is how long a new path is re-examined for late signatures.
+const pendingFor = 10 * time.Minute
+
+type watcher struct {
+	pub     *publish.Publisher
+	mode    string
+	keys    []signature.PublicKey
+	seen    map[string]bool      // names examined and settled
+	pending map[string]time.Time // names still watched for signatures, since
+}
+
 // dbState summarises the database files' sizes and times: it changes
-// whenever Nix registers a path.
+// whenever Nix registers a path or a signature.
 func dbState(dbDir string) string {
 	var b strings.Builder
 	for _, f := range []string{"db.sqlite", "db.sqlite-wal"} {
@@ -68,41 +83,65 @@ func dbState(dbDir string) string {
 	return b.String()
 }
 
-func watchOnce(ctx context.Context, pub *publish.Publisher, mode string, keys []signature.PublicKey, storeDir string, seen map[string]bool) error {
+func (w *watcher) round(ctx context.Context, storeDir string, now time.Time) error {
 	ents, err := os.ReadDir(storeDir)
 	if err != nil {
 		return err
 	}
-	var fresh []string
+	var cands []string
 	for _, e := range ents {
 		n := e.Name()
-		if seen[n] || strings.HasPrefix(n, ".") {
+		if w.seen[n] || strings.HasPrefix(n, ".") {
 			continue
 		}
-		fresh = append(fresh, "/nix/store/"+n)
+		if since, ok := w.pending[n]; ok && now.Sub(since) > pendingFor {
+			delete(w.pending, n)
+			w.seen[n] = true
+			continue
+		}
+		if _, ok := w.pending[n]; !ok {
+			w.pending[n] = now
+		}
+		cands = append(cands, "/nix/store/"+n)
 	}
-	if len(fresh) == 0 {
+	if len(cands) == 0 {
+		slog.Debug("watch-store: nothing new")
 		return nil
 	}
-	infos, err := pathInfos(ctx, pub.Store, fresh)
+	slog.Debug("watch-store: examining", "paths", len(cands))
+	infos, err := pathInfos(ctx, w.pub.Store, cands)
 	if err != nil {
 		return err
 	}
 	var selected []string
 	for _, pi := range infos {
-		seen[filepath.Base(pi.Path)] = true
-		if mode == WatchAll || signedBy(pi, keys) {
+		signed := signedBy(pi, w.keys)
+		if signed || w.mode == WatchAll {
 			selected = append(selected, pi.Path)
+		}
+		if signed {
+			// Nothing more to wait for.
+			delete(w.pending, filepath.Base(pi.Path))
+			w.seen[filepath.Base(pi.Path)] = true
 		}
 	}
 	if len(selected) == 0 {
 		return nil
 	}
-	res, err := pub.Publish(ctx, selected...)
+	slog.Debug("watch-store: publishing", "paths", len(selected))
+	res, err := w.pub.Publish(ctx, selected...)
 	if err != nil {
 		return err
 	}
-	slog.Info("watch-store published", "paths", len(selected), "closure", len(res))
+	n := 0
+	for _, r := range res {
+		if r.Status != publish.Unchanged {
+			n++
+		}
+	}
+	if n > 0 {
+		slog.Info("watch-store published", "paths", n)
+	}
 	return nil
 }
 

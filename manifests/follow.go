@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/namesys"
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
@@ -117,11 +118,15 @@ func (f *Follower) setErr(name string, err error) {
 }
 
 func (f *Follower) refresh(ctx context.Context, name string) error {
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Short: a name with no record yet must not hold up the other names
+	// (the DHT part of a resolve waits out its timeout). No namesys cache:
+	// it would hold a version for the record's TTL. The first record found
+	// is enough: over pubsub it is the newest one peers pushed.
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	// No namesys cache: it would hold a version for the record's TTL. Over
-	// pubsub the router answers from the newest record peers pushed.
-	p, err := f.api.Name().Resolve(rctx, "/ipns/"+strings.TrimPrefix(name, "/ipns/"), options.Name.Cache(false))
+	p, err := f.api.Name().Resolve(rctx, "/ipns/"+strings.TrimPrefix(name, "/ipns/"), options.Name.Cache(false),
+		options.Name.ResolveOption(namesys.ResolveWithDhtRecordCount(1)),
+		options.Name.ResolveOption(namesys.ResolveWithDhtTimeout(2*time.Second)))
 	if err != nil {
 		f.setErr(name, err)
 		return fmt.Errorf("resolve %s: %w", name, err)

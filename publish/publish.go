@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"path"
+	"slices"
 
 	bpath "github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
@@ -152,7 +153,7 @@ func (p *Publisher) one(ctx context.Context, cur *manifests.Manifest, ni nixstor
 	if c, err := cur.Get(ctx, manifests.KeyStorePath(hashPart)); err == nil {
 		rec, err := manifests.Load(ctx, api, c)
 		if err == nil && rec.StorePath == ni.Path && rec.NarHashString() == ni.NarHash {
-			return p.resign(ctx, rec, c)
+			return p.resign(ctx, rec, c, ni.Signatures)
 		}
 		// A record we cannot load or that disagrees with Nix is replaced.
 		slog.Warn("replacing manifest entry", "path", ni.Path, "entry", c, "err", err)
@@ -205,15 +206,27 @@ func (p *Publisher) one(ctx context.Context, cur *manifests.Manifest, ni nixstor
 	return Result{StorePath: ni.Path, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Published}, rec, nil
 }
 
-// resign adds our signature to an already published path if it lacks one.
-func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.Cid) (Result, *manifests.PathInfo, error) {
+// resign updates an already published path's signatures: those Nix has
+// gained since (e.g. `nix store sign`) and ours if it lacks it. With nothing
+// new it is a no-op.
+func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.Cid, nixSigs []string) (Result, *manifests.PathInfo, error) {
 	res := Result{StorePath: rec.StorePath, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Unchanged}
-	if p.SignKey == nil {
-		return res, nil, nil
+	changed := false
+	for _, s := range nixSigs {
+		if !slices.Contains(rec.Signatures, s) {
+			rec.Signatures = append(rec.Signatures, s)
+			changed = true
+		}
 	}
-	changed, err := rec.Sign(*p.SignKey)
-	if err != nil || !changed {
-		return res, nil, err
+	if p.SignKey != nil {
+		signed, err := rec.Sign(*p.SignKey)
+		if err != nil {
+			return res, nil, err
+		}
+		changed = changed || signed
+	}
+	if !changed {
+		return res, nil, nil
 	}
 	nc, err := manifests.Store(ctx, p.Node.API, rec)
 	if err != nil {

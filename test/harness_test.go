@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -200,6 +201,7 @@ func (n *node) publish(t testing.TB, args ...string) []publishResult {
 type running struct {
 	url   string
 	peers []string
+	stop  func() // ends the daemon now (it is ended at cleanup anyway)
 }
 
 // daemon starts `nixipfs daemon` on a free loopback port. It is stopped at
@@ -234,8 +236,10 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 		}
 	}()
 	go func() { <-logDone; cmd.Wait(); close(exited) }()
+	var once sync.Once
+	stopNow := func() { once.Do(func() { stop(cmd, exited) }) }
 	t.Cleanup(func() {
-		stop(cmd, exited)
+		stopNow()
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", log.String())
 		}
@@ -243,7 +247,7 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 	select {
 	case u := <-urlc:
 		// The peer lines come before the gateway line.
-		return running{url: u, peers: peers}
+		return running{url: u, peers: peers, stop: stopNow}
 	case <-exited:
 		t.Fatalf("daemon exited:\n%s", log.String())
 	case <-time.After(60 * time.Second):
