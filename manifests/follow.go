@@ -96,11 +96,19 @@ func (f *Follower) Run(ctx context.Context, interval time.Duration) {
 		f.mu.RLock()
 		names := append([]string(nil), f.names...)
 		f.mu.RUnlock()
+		// Concurrently: a name with no record yet must not delay the others
+		// by its resolve timeout.
+		var wg sync.WaitGroup
 		for _, n := range names {
-			if err := f.refresh(ctx, n); err != nil && ctx.Err() == nil {
-				slog.Debug("follow", "name", n, "err", err)
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f.refresh(ctx, n); err != nil && ctx.Err() == nil {
+					slog.Debug("follow", "name", n, "err", err)
+				}
+			}()
 		}
+		wg.Wait()
 		select {
 		case <-ctx.Done():
 			return

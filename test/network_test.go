@@ -98,6 +98,23 @@ func TestNetwork(t *testing.T) {
 		t.Fatalf("B serves an unsigned path of a network peer: %d", code)
 	}
 
+	// Latency from a path appearing (signed) in A's store to a successful
+	// nix copy from C. The gateway is polled over HTTP first: a nix copy
+	// that runs too early caches the 404 (narinfo-cache-negative-ttl).
+	var lat []time.Duration
+	for i := range 20 {
+		start := time.Now()
+		p := nixtest.AddTree(t, storeA, fmt.Sprintf("lat%d", i), map[string]string{"i": fmt.Sprint(i)})
+		run(t, nil, "nix", "--extra-experimental-features", "nix-command", "store", "sign", "--store", storeA, "--key-file", key, p)
+		waitServed(t, dc.url, p, 20*time.Second)
+		if err := nixCopy(dc.url, nixtest.Store(t), p); err != nil {
+			t.Fatalf("path %d: nix copy from C: %v", i, err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	t.Logf("store-to-nix-copy latency over %d paths: p50 %s, max %s", len(lat), lat[len(lat)/2], lat[len(lat)-1])
+
 	// A path only A holds: B serves it while A is there.
 	aOnly := nixtest.AddTree(t, storeA, "a-only", map[string]string{"data": "only on A\n"})
 	run(t, nil, "nix", "--extra-experimental-features", "nix-command", "store", "sign", "--store", storeA, "--key-file", key, aOnly)
