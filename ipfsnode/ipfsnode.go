@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/autoconf"
 	"github.com/ipfs/kubo/client/rpc"
 	"github.com/ipfs/kubo/config"
 	"github.com/ipfs/kubo/core"
@@ -50,6 +51,41 @@ type Options struct {
 	// SwarmListen overrides the embedded node's listen addresses
 	// (default /ip4/127.0.0.1/tcp/0).
 	SwarmListen []string
+	// Discovery opens the embedded node beyond the peers named, only when
+	// asked: "mdns" (LAN multicast discovery) and "public" (the public IPFS
+	// network's bootstrap peers). Either also listens on all interfaces
+	// unless SwarmListen says otherwise. Default: none, nothing leaves the
+	// machine.
+	Discovery []string
+}
+
+// Discovery modes.
+const (
+	DiscoveryMDNS   = "mdns"
+	DiscoveryPublic = "public"
+)
+
+// applyDiscovery opens cfg as the user asked; with no modes it leaves the
+// closed config alone.
+func applyDiscovery(cfg *config.Config, modes, listen []string) error {
+	wide := false
+	for _, m := range modes {
+		switch m {
+		case DiscoveryMDNS:
+			cfg.Discovery.MDNS.Enabled = true
+		case DiscoveryPublic:
+			cfg.Bootstrap = append([]string(nil), autoconf.FallbackBootstrapPeers...)
+			cfg.Swarm.DisableNatPortMap = false
+		default:
+			return fmt.Errorf("--discovery %q: want %s or %s", m, DiscoveryMDNS, DiscoveryPublic)
+		}
+		wide = true
+	}
+	if wide && len(listen) == 0 {
+		// Other machines cannot reach a loopback address.
+		cfg.Addresses.Swarm = []string{"/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"}
+	}
+	return nil
 }
 
 // Node is an open IPFS node.
@@ -284,6 +320,10 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 	enforceClosed(cfg)
 	if len(opts.SwarmListen) > 0 {
 		cfg.Addresses.Swarm = opts.SwarmListen
+	}
+	if err := applyDiscovery(cfg, opts.Discovery, opts.SwarmListen); err != nil {
+		r.Close()
+		return nil, err
 	}
 	if err := r.SetConfig(cfg); err != nil {
 		r.Close()

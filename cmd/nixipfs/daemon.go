@@ -13,24 +13,26 @@ import (
 
 	"github.com/nixipfs/nixipfs/daemon"
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/network"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
 	var (
-		listen   string
-		peers    []string
-		swarm    []string
-		priority int
-		noZstd   bool
-		follow   []string
-		trusted  []string
-		interval time.Duration
-		netCfg   daemon.Config
-		signKey  string
-		pubs     []string
-		keep     bool
+		listen    string
+		peers     []string
+		swarm     []string
+		priority  int
+		noZstd    bool
+		follow    []string
+		trusted   []string
+		interval  time.Duration
+		netCfg    daemon.Config
+		signKey   string
+		pubs      []string
+		keep      bool
+		discovery []string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon [--listen ADDR]",
@@ -77,7 +79,7 @@ IPFS node through a unix socket in the data dir.`,
 				}
 				sk = &k
 			}
-			node, err := g.open(ctx, true, peers, swarm)
+			node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: peers, SwarmListen: swarm, Discovery: discovery})
 			if err != nil {
 				return err
 			}
@@ -106,6 +108,7 @@ IPFS node through a unix socket in the data dir.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", envOr("NIXIPFS_LISTEN", "127.0.0.1:8080"), "gateway listen address")
 	f.StringArrayVar(&peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable), e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")
+	f.StringArrayVar(&discovery, "discovery", nil, "also find peers by mdns (LAN) or public (the public IPFS network); repeatable; off by default: nothing leaves the machine unless asked")
 	f.StringArrayVar(&swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
 	f.IntVar(&priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
 	f.BoolVar(&noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")

@@ -98,12 +98,16 @@ func (g *globals) setupLogging() error {
 
 // open opens the data dir and the IPFS node.
 func (g *globals) open(ctx context.Context, online bool, peers, swarm []string) (*ipfsnode.Node, error) {
+	return g.openWith(ctx, ipfsnode.Options{Online: online, Peers: peers, SwarmListen: swarm})
+}
+
+// openWith fills in the data dir and --ipfs-api and opens the node.
+func (g *globals) openWith(ctx context.Context, opts ipfsnode.Options) (*ipfsnode.Node, error) {
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	return ipfsnode.Open(ctx, ipfsnode.Options{
-		DataDir: g.dataDir, APIAddr: g.ipfsAPI, Online: online, Peers: peers, SwarmListen: swarm,
-	})
+	opts.DataDir, opts.APIAddr = g.dataDir, g.ipfsAPI
+	return ipfsnode.Open(ctx, opts)
 }
 
 // manifest opens this node's own manifest.
