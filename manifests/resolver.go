@@ -104,40 +104,31 @@ func (r *Resolver) Lookup(ctx context.Context, hashPart string) (*PathInfo, erro
 		return nil, fmt.Errorf("lookup %q: %w", hashPart, ErrNotFound)
 	}
 	key := KeyStorePath(hashPart)
-	for _, src := range r.versions() {
-		v := src.Version
-		m, err := r.manifest(ctx, v)
-		if err != nil {
-			slog.Warn("manifest unreadable", "version", v, "err", err)
-			continue
-		}
-		c, err := m.Get(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			slog.Warn("manifest lookup", "version", v, "key", key, "err", err)
-			continue
-		}
+	var found *PathInfo
+	r.each(ctx, key, func(src Followed, c cid.Cid) bool {
 		p, err := r.pathInfo(ctx, c)
 		if err != nil {
 			// A malformed or missing record is reported and skipped; the
 			// next manifest may still have the path.
 			slog.Warn("PathInfo unusable", "key", key, "cid", c, "err", err)
-			continue
+			return false
 		}
 		if HashPart(p.StorePath) != hashPart {
 			slog.Warn("PathInfo filed under the wrong key", "key", key, "storePath", p.StorePath)
-			continue
+			return false
 		}
 		if !r.policy.allows(src.Name, p) {
 			slog.Info("path has no trusted signature", "storePath", p.StorePath, "manifest", src.Name)
-			continue
+			return false
 		}
 		if src.Name != "" {
 			r.followed.Add(p.Root, p)
 		}
-		return p, nil
+		found = p
+		return true
+	})
+	if found != nil {
+		return found, nil
 	}
 	return nil, fmt.Errorf("lookup %s: %w", hashPart, ErrNotFound)
 }
@@ -158,22 +149,38 @@ func (r *Resolver) pathInfo(ctx context.Context, c cid.Cid) (*PathInfo, error) {
 // or an error wrapping ErrNotFound.
 func (r *Resolver) Source(ctx context.Context, algo string, digest []byte) (cid.Cid, error) {
 	key := KeySource(algo, digest)
+	var found cid.Cid
+	r.each(ctx, key, func(_ Followed, c cid.Cid) bool {
+		found = c
+		return true
+	})
+	if !found.Defined() {
+		return cid.Undef, fmt.Errorf("source %s: %w", key, ErrNotFound)
+	}
+	return found, nil
+}
+
+// each calls fn with every manifest's entry for key, own manifest first,
+// until fn returns true. Unreadable manifests are logged and skipped.
+func (r *Resolver) each(ctx context.Context, key string, fn func(src Followed, c cid.Cid) bool) {
 	for _, src := range r.versions() {
-		v := src.Version
-		m, err := r.manifest(ctx, v)
+		m, err := r.manifest(ctx, src.Version)
 		if err != nil {
-			slog.Warn("manifest unreadable", "version", v, "err", err)
+			slog.Warn("manifest unreadable", "version", src.Version, "err", err)
 			continue
 		}
 		c, err := m.Get(ctx, key)
-		if err == nil {
-			return c, nil
+		if errors.Is(err, ErrNotFound) {
+			continue
 		}
-		if !errors.Is(err, ErrNotFound) {
-			slog.Warn("manifest lookup", "version", v, "key", key, "err", err)
+		if err != nil {
+			slog.Warn("manifest lookup", "version", src.Version, "key", key, "err", err)
+			continue
+		}
+		if fn(src, c) {
+			return
 		}
 	}
-	return cid.Undef, fmt.Errorf("source %s: %w", key, ErrNotFound)
 }
 
 // FollowedRecord returns the record of a NAR recently answered from a

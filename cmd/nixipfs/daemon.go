@@ -14,7 +14,6 @@ import (
 	"github.com/nixipfs/nixipfs/daemon"
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/ipfsnode"
-	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/network"
 )
 
@@ -71,13 +70,9 @@ IPFS node through a unix socket in the data dir.`,
 				}
 				netKeys = append(netKeys, keys...)
 			}
-			var sk *signature.SecretKey
-			if signKey != "" {
-				k, err := manifests.LoadSecretKey(signKey)
-				if err != nil {
-					return err
-				}
-				sk = &k
+			sk, err := loadSignKey(signKey)
+			if err != nil {
+				return err
 			}
 			node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: peers, SwarmListen: swarm, Discovery: discovery})
 			if err != nil {

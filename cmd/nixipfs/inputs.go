@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/cobra"
 
-	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/publish"
 )
 
@@ -26,13 +24,9 @@ A CI runner using this node's gateway as a substituter then fetches every input
 from IPFS.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var sk *signature.SecretKey
-			if signKey != "" {
-				k, err := manifests.LoadSecretKey(signKey)
-				if err != nil {
-					return err
-				}
-				sk = &k
+			sk, err := loadSignKey(signKey)
+			if err != nil {
+				return err
 			}
 			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/cobra"
 
 	"github.com/nixipfs/nixipfs/ipfsnode"
@@ -127,4 +128,16 @@ func openInput(arg string) (io.Reader, func(), error) {
 		return nil, nil, err
 	}
 	return f, func() { f.Close() }, nil
+}
+
+// loadSignKey reads a --sign-key file; an empty name means no key.
+func loadSignKey(file string) (*signature.SecretKey, error) {
+	if file == "" {
+		return nil, nil
+	}
+	k, err := manifests.LoadSecretKey(file)
+	if err != nil {
+		return nil, err
+	}
+	return &k, nil
 }

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/publish"
 )
 
@@ -34,13 +32,9 @@ Prints one line per path of the closure: <store path> <root CID>.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var sk *signature.SecretKey
-			if signKey != "" {
-				k, err := manifests.LoadSecretKey(signKey)
-				if err != nil {
-					return err
-				}
-				sk = &k
+			sk, err := loadSignKey(signKey)
+			if err != nil {
+				return err
 			}
 			node, err := g.open(ctx, false, nil, nil)
 			if err != nil {
