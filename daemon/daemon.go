@@ -159,6 +159,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc.API = cfg.Node.API
 	gc.Paths = resolver
 	gc.Sources = resolver
+	gc.Logs = resolver
 	if cfg.KeepServed {
 		k := newKeeper(cfg.Node.API, local)
 		go k.run(ctx, 2*time.Second)
