@@ -46,7 +46,8 @@ type BuildResult struct {
 
 // Build queues the derivations (with what they need built), publishes their
 // .drv closures and available inputs, and works the queue until every job
-// is final. With Wait it then copies the requested outputs into the store.
+// is final. With Wait it then copies every output built into the store and
+// returns the requested ones.
 func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 	var res BuildResult
 	if o.Network == "" {
@@ -102,7 +103,7 @@ func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 		return res, err
 	}
 	runErr := r.Run(ctx)
-	var requested []string
+	var requested, built []string
 	for _, j := range r.Jobs() {
 		if len(until) > 0 && !slices.Contains(until, j.Drv) {
 			continue
@@ -113,8 +114,11 @@ func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 			res.Failed = append(res.Failed, j)
 		case !j.Final():
 			res.Pending = append(res.Pending, j)
-		case j.Requested:
-			requested = append(requested, j.Outputs...)
+		default:
+			built = append(built, j.Outputs...)
+			if j.Requested {
+				requested = append(requested, j.Outputs...)
+			}
 		}
 	}
 	if runErr != nil || len(res.Failed) > 0 || !o.Wait {
@@ -131,7 +135,9 @@ func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 	}
 	slices.Sort(requested)
 	requested = slices.Compact(requested)
-	if err := importOutputs(ctx, node, local, o.Store, requested, o.TrustedBuilders); err != nil {
+	// Every output built, not only the requested ones' closures: they are
+	// what the next build of a neighbouring derivation needs.
+	if err := importOutputs(ctx, node, local, o.Store, append(built, requested...), o.TrustedBuilders); err != nil {
 		return res, err
 	}
 	res.Outputs = requested

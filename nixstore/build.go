@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 )
 
-// BuildOptions are the settings of one Build. The build hook and remote
-// builders are always off: a distributed-build worker builds locally.
+// BuildOptions are the settings of one Build. Remote builders are always
+// off: a distributed-build worker builds locally.
 type BuildOptions struct {
 	// Substituters replaces Nix's substituters (nil keeps the configured
 	// ones; an empty non-nil slice turns them off).
@@ -41,7 +42,9 @@ func (e *BuildError) Error() string {
 
 // Build realises drv with nix-store --realise and returns its output paths.
 func (s *Store) Build(ctx context.Context, drv string, o BuildOptions) ([]string, error) {
-	args := []string{"--realise", drv, "--option", "build-hook", "", "--option", "builders", ""}
+	// No remote builders: the build hook declines everything. (An empty
+	// build-hook makes Nix 2.8 try to execute "".)
+	args := []string{"--realise", drv, "--option", "builders", "", "--option", "narinfo-cache-negative-ttl", "0"}
 	if o.Substituters != nil {
 		args = append(args, "--option", "substituters", strings.Join(o.Substituters, " "))
 	}
@@ -85,10 +88,17 @@ func (s *Store) outputs(ctx context.Context, drv string) ([]string, error) {
 }
 
 // CopyFrom copies paths and their closures from the binary cache at url
-// into this store (nix copy --from). noCheckSigs accepts unsigned paths;
-// trustedKeys, if set, replaces trusted-public-keys for the copy.
+// into this store (nix copy --from). A .drv path is copied itself, not its
+// outputs. noCheckSigs accepts unsigned paths; trustedKeys, if set, replaces
+// trusted-public-keys for the copy.
 func (s *Store) CopyFrom(ctx context.Context, url string, paths []string, noCheckSigs bool, trustedKeys []string) error {
-	args := []string{"copy", "--from", url}
+	// The cache here is a gateway whose contents grow by the second: a
+	// "not there" remembered for an hour (Nix's default) would be wrong.
+	args := []string{"copy", "--from", url, "--option", "narinfo-cache-negative-ttl", "0"}
+	if slices.ContainsFunc(paths, func(p string) bool { return strings.HasSuffix(p, ".drv") }) {
+		// Without it Nix 2.8 takes a .drv to mean its outputs.
+		args = append(args, "--derivation")
+	}
 	if s.uri != "" {
 		args = append(args, "--to", s.uri)
 	}

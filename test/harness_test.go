@@ -201,14 +201,23 @@ func (n *node) publish(t testing.TB, args ...string) []publishResult {
 type running struct {
 	url   string
 	peers []string
-	stop  func() // ends the daemon now (it is ended at cleanup anyway)
+	stop  func()        // ends the daemon now (it is ended at cleanup anyway)
+	kill  func()        // SIGKILLs it
+	log   func() string // its stderr so far
 }
 
 // daemon starts `nixipfs daemon` on a free loopback port. It is stopped at
 // the end of the test.
 func (n *node) daemon(t testing.TB, args ...string) running {
 	t.Helper()
-	cmd := exec.Command(nixipfsBin, n.args(append([]string{"daemon", "--listen", "127.0.0.1:0"}, args...)...)...)
+	return n.serve(t, "daemon", args...)
+}
+
+// serve starts a daemon-like command (daemon, builder) on a free loopback
+// port and waits for its gateway.
+func (n *node) serve(t testing.TB, sub string, args ...string) running {
+	t.Helper()
+	cmd := exec.Command(nixipfsBin, n.args(append([]string{sub, "--listen", "127.0.0.1:0"}, args...)...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -220,13 +229,22 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 	urlc := make(chan string, 1)
 	var peers []string
 	var log bytes.Buffer
+	var logMu sync.Mutex
+	logText := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return log.String()
+	}
 	logDone := make(chan struct{})
 	go func() {
 		defer close(logDone)
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
+			logMu.Lock()
 			log.WriteString(line + "\n")
+			logMu.Unlock()
 			if a, ok := strings.CutPrefix(line, "nixipfs: ipfs peer "); ok {
 				peers = append(peers, a)
 			}
@@ -241,17 +259,18 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 	t.Cleanup(func() {
 		stopNow()
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
+			t.Logf("%s log:\n%s", sub, logText())
 		}
 	})
+	kill := func() { cmd.Process.Kill(); <-exited }
 	select {
 	case u := <-urlc:
 		// The peer lines come before the gateway line.
-		return running{url: u, peers: peers, stop: stopNow}
+		return running{url: u, peers: peers, stop: stopNow, kill: kill, log: logText}
 	case <-exited:
-		t.Fatalf("daemon exited:\n%s", log.String())
+		t.Fatalf("%s exited:\n%s", sub, logText())
 	case <-time.After(60 * time.Second):
-		t.Fatalf("daemon did not start:\n%s", log.String())
+		t.Fatalf("%s did not start:\n%s", sub, logText())
 	}
 	return running{}
 }
