@@ -101,7 +101,7 @@ IPFS node through a unix socket in the data dir.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", envOr("NIXIPFS_LISTEN", "127.0.0.1:8080"), "gateway listen address")
+	f.StringVar(&listen, "listen", "127.0.0.1:8080", "gateway listen address")
 	f.StringArrayVar(&peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable), e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")
 	f.StringArrayVar(&discovery, "discovery", nil, "also find peers by mdns (LAN) or public (the public IPFS network); repeatable; off by default: nothing leaves the machine unless asked")
 	f.StringArrayVar(&swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
@@ -110,23 +110,16 @@ IPFS node through a unix socket in the data dir.`,
 	f.StringArrayVar(&follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&interval, "follow-interval", time.Second, "how often followed names are resolved")
 	f.StringArrayVar(&trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
-	f.StringVar(&netCfg.Network, "network", os.Getenv("NIXIPFS_NETWORK"), "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
+	f.StringVar(&netCfg.Network, "network", "", "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
 	f.DurationVar(&netCfg.AnnounceInterval, "announce-interval", 10*time.Second, "how often to announce our manifest on the network")
 	f.DurationVar(&netCfg.PeerTimeout, "peer-timeout", time.Minute, "drop a network peer not heard from for this long")
 	f.StringArrayVar(&pubs, "trust-publisher", nil, "serve a network peer's paths (by its IPNS name) even without a trusted signature (repeatable)")
 	f.StringVar(&netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
 	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
 	f.DurationVar(&netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
-	f.StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file: --watch-store adds a signature with it")
+	f.StringVar(&signKey, "sign-key", "", "Nix secret key file: --watch-store adds a signature with it")
 	f.BoolVar(&keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 	return cmd
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 func parseKeys(what string, ks []string) ([]signature.PublicKey, error) {
