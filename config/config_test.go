@@ -44,7 +44,9 @@ func tree(v *vals, file string, required bool, env map[string]string) *cobra.Com
 	}
 	root.PersistentFlags().StringVar(&v.dataDir, "data-dir", "/default/data", "data directory")
 	root.PersistentFlags().BoolVarP(&v.verbose, "verbose", "v", false, "debug logging")
-	run := func(name string) func(*cobra.Command, []string) { return func(*cobra.Command, []string) { v.ran = name } }
+	run := func(name string) func(*cobra.Command, []string) {
+		return func(*cobra.Command, []string) { v.ran = name }
+	}
 	daemon := &cobra.Command{Use: "daemon", Run: run("daemon")}
 	f := daemon.Flags()
 	f.StringVar(&v.listen, "listen", "127.0.0.1:8080", "listen address")
