@@ -127,7 +127,9 @@ let
         let
           m1 = if isPath m || isString m then import m else m;
           m2 = if isFunction m1 then m1 { inherit lib pkgs config; options = { }; } else m1;
-          norm = if m2 ? config || m2 ? options || m2 ? imports then m2 else { config = m2; };
+          # A module without config or options is all config (but imports).
+          norm = if m2 ? config || m2 ? options then m2
+            else { imports = m2.imports or [ ]; config = removeAttrs m2 [ "imports" "_file" "key" "meta" ]; };
         in
         [ norm ] ++ concatMap load (norm.imports or [ ]);
       all = concatMap load modules;
