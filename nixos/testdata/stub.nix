@@ -46,6 +46,7 @@ let
       nullOr = t: mk "null or ${t.name}" (x: x == null || t.check x);
       enum = vs: mk "one of ${toJSON vs}" (x: elem x vs);
       ints.positive = mk "positive integer" (x: isInt x && x > 0);
+      anything = mk "anything" (_: true);
     };
   };
 
@@ -109,10 +110,17 @@ let
         if decls ? ${n} then
           (if is "option" decls.${n} then evalOption (sub n) decls.${n} (at n)
            else evalNode (sub n) decls.${n} (at n))
-        else if path == "" then valueOf n (at n)
+        else if path == "" then
+          # What no module defines (all definitions under false mkIfs) is null.
+          (let v = valueOf n (at n); in if is "absent" v then null else v)
         else throw "The option `${sub n}' does not exist";
+      names = unique (attrNames decls ++ concatMap attrNames pushed);
+      undeclared = filter (n: !(decls ? ${n})) names;
     in
-    lib.genAttrs (unique (attrNames decls ++ concatMap attrNames pushed)) one;
+    # Below the top, a definition of an undeclared option fails as soon as
+    # its namespace is used, as in NixOS.
+    if path != "" && undeclared != [ ] then throw "The option `${sub (builtins.head undeclared)}' does not exist"
+    else lib.genAttrs names one;
 
   evalOption = path: decl: defs:
     let v = valueOf path defs; in
@@ -165,7 +173,11 @@ in
 {
   inherit lib evalModules pkgs drv;
   # The base a NixOS system gives every module that this one reads.
-  base = { config.nix.package = pkgs.nix; };
+  base = {
+    options.assertions = lib.mkOption { type = lib.types.listOf lib.types.anything; default = [ ]; };
+    options.warnings = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; };
+    config.nix.package = pkgs.nix;
+  };
   nixpkgs = {
     inherit lib;
     legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ]
