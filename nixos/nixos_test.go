@@ -393,9 +393,12 @@ func TestFlakeVendorHash(t *testing.T) {
 	if out, err := vendor.CombinedOutput(); err != nil {
 		t.Fatalf("go mod vendor: %v\n%s", err, out)
 	}
-	out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "hash", "path", dir).CombinedOutput()
+	var stderr bytes.Buffer
+	nixHash := exec.Command("nix", "--extra-experimental-features", "nix-command", "hash", "path", dir)
+	nixHash.Stderr = &stderr
+	out, err := nixHash.Output()
 	if err != nil {
-		t.Fatalf("nix hash path: %v\n%s", err, out)
+		t.Fatalf("nix hash path: %v\n%s", err, stderr.String())
 	}
 	want := strings.TrimSpace(string(out))
 	if !regexp.MustCompile(`^sha256-[A-Za-z0-9+/]{43}=$`).MatchString(want) {
