@@ -44,7 +44,7 @@ func (g *globals) configure(cmd *cobra.Command) error {
 
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "config show|reference",
+		Use:   "config show",
 		Short: "Show the effective configuration",
 		Long: `Every flag of every command can also be set in the config file and by an
 environment variable. The command line wins over the environment, which wins
