@@ -52,6 +52,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Setenv("IPFS_TELEMETRY", "off")
+	// No user's nixipfs (or nix) config file reaches the tests.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -110,12 +110,12 @@ The exit status is non-zero if a build failed or a job is still unbuilt when
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Network, "network", os.Getenv("NIXIPFS_NETWORK"), "network whose builders build (required)")
+	f.StringVar(&o.Network, "network", "", "network whose builders build (required)")
 	f.BoolVar(&o.Wait, "wait", false, "copy the outputs into the local store and print them when done")
 	f.StringArrayVar(&peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable)")
 	f.StringArrayVar(&swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
 	f.StringArrayVar(&builders, "trusted-builder-key", nil, "key (name:base64) a builder must sign with (repeatable; default: Nix's trusted-public-keys)")
-	f.StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file to sign offers and assignments with (builders may insist)")
+	f.StringVar(&signKey, "sign-key", "", "Nix secret key file to sign offers and assignments with (builders may insist)")
 	f.DurationVar(&o.Lease, "lease", 60*time.Second, "how long a builder holds a job without a heartbeat")
 	f.DurationVar(&o.Heartbeat, "heartbeat", 10*time.Second, "how often builders must say they are still building")
 	f.DurationVar(&o.OfferInterval, "offer-interval", 5*time.Second, "how often unanswered offers and assignments are sent again")

@@ -59,7 +59,7 @@ type daemonOpts struct {
 }
 
 func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.listen, "listen", envOr("NIXIPFS_LISTEN", "127.0.0.1:8080"), "gateway listen address")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
 	f.StringArrayVar(&o.peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable), e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")
 	f.StringArrayVar(&o.discovery, "discovery", nil, "also find peers by mdns (LAN) or public (the public IPFS network); repeatable; off by default: nothing leaves the machine unless asked")
 	f.StringArrayVar(&o.swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
@@ -68,14 +68,14 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&o.interval, "follow-interval", time.Second, "how often followed names are resolved")
 	f.StringArrayVar(&o.trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
-	f.StringVar(&o.netCfg.Network, "network", os.Getenv("NIXIPFS_NETWORK"), "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
+	f.StringVar(&o.netCfg.Network, "network", "", "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
 	f.DurationVar(&o.netCfg.AnnounceInterval, "announce-interval", 10*time.Second, "how often to announce our manifest on the network")
 	f.DurationVar(&o.netCfg.PeerTimeout, "peer-timeout", time.Minute, "drop a network peer not heard from for this long")
 	f.StringArrayVar(&o.pubs, "trust-publisher", nil, "serve a network peer's paths (by its IPNS name) even without a trusted signature (repeatable)")
 	f.StringVar(&o.netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
 	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
 	f.DurationVar(&o.netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
-	f.StringVar(&o.signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file: --watch-store adds a signature with it")
+	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: --watch-store adds a signature with it")
 	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 }
 
@@ -137,13 +137,6 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 		}
 	}
 	return daemon.Run(ctx, cfg)
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 func parseKeys(what string, ks []string) ([]signature.PublicKey, error) {

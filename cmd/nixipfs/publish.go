@@ -63,7 +63,7 @@ Prints one line per path of the closure: <store path> <root CID>.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file to add a signature with")
+	cmd.Flags().StringVar(&signKey, "sign-key", "", "Nix secret key file to add a signature with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print results as JSON")
 	return cmd
 }
