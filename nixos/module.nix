@@ -26,7 +26,10 @@ let
 
   global = [ "--data-dir" (literal cfg.dataDir) ];
 
-  daemonArgs = [ "${cfg.package}/bin/nixipfs" ] ++ global ++ [ "daemon" "--listen" (literal cfg.listen) ]
+  # A builder is a daemon that also builds: one unit, one IPFS node, one
+  # gateway (its substituter), with `builder` in place of `daemon`.
+  daemonArgs = [ "${cfg.package}/bin/nixipfs" ] ++ global
+    ++ [ (if cfg.builder.enable then "builder" else "daemon") "--listen" (literal cfg.listen) ]
     ++ lib.optionals (cfg.network != null) [ "--network" (literal cfg.network) ]
     ++ repeated "peer" cfg.peers
     ++ repeated "follow" cfg.follow
@@ -35,15 +38,11 @@ let
     # The key reaches the service as a credential: the file can stay
     # root-only, and never enters the Nix store.
     ++ lib.optionals (cfg.signKeyFile != null) [ "--sign-key" "%d/sign-key" ]
+    ++ lib.optionals cfg.builder.enable (repeated "systems" cfg.builder.systems
+      ++ repeated "features" cfg.builder.features
+      ++ [ "--max-jobs" (toString cfg.builder.maxJobs) ]
+      ++ cfg.builder.extraFlags)
     ++ cfg.extraFlags;
-
-  builderArgs = [ "${cfg.package}/bin/nixipfs" ] ++ global ++ [ "builder" ]
-    ++ lib.optionals (cfg.network != null) [ "--network" (literal cfg.network) ]
-    ++ repeated "peer" cfg.peers
-    ++ repeated "systems" cfg.builder.systems
-    ++ repeated "features" cfg.builder.features
-    ++ [ "--max-jobs" (toString cfg.builder.maxJobs) ]
-    ++ cfg.builder.extraFlags;
 
   # What both units share: the user, the state, and a sandbox that leaves
   # them the data dir, loopback and the network, and the nix-daemon socket.
@@ -234,6 +233,10 @@ in
           assertion = cfg.builder.enable -> cfg.network != null;
           message = "services.nixipfs.builder.enable needs services.nixipfs.network: jobs come from the network";
         }
+        {
+          assertion = cfg.builder.enable -> cfg.signKeyFile != null;
+          message = "services.nixipfs.builder.enable needs services.nixipfs.signKeyFile: builders sign what they build";
+        }
       ];
       warnings = lib.optional (cfg.substituter.enable && cfg.signKeyFile != null && cfg.publicKey == null)
         "services.nixipfs.publicKey is not set: the local Nix will not trust paths signed only by signKeyFile";
@@ -265,22 +268,6 @@ in
 
     (mkIf (!inStateDir) {
       systemd.tmpfiles.rules = [ "d ${cfg.dataDir} 0700 nixipfs nixipfs - -" ];
-    })
-
-    (mkIf cfg.builder.enable {
-      # The builder uses the daemon's IPFS node through its API socket in the
-      # data dir, so it runs beside it, as the same user.
-      systemd.services.nixipfs-builder = {
-        description = "nixipfs builder: build jobs from the network";
-        wantedBy = [ "multi-user.target" ];
-        requires = [ "nixipfs.service" ];
-        after = [ "nixipfs.service" "nix-daemon.socket" ];
-        path = [ config.nix.package ];
-        inherit environment;
-        serviceConfig = hardening // {
-          ExecStart = lib.escapeShellArgs builderArgs;
-        };
-      };
     })
 
     (mkIf cfg.substituter.enable {

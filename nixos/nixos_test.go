@@ -200,33 +200,24 @@ func TestModuleFull(t *testing.T) {
       builder = { enable = true; systems = [ "x86_64-linux" "aarch64-linux" ]; features = [ "kvm" ]; maxJobs = 4; };
       substituter.enable = true;`)
 	d := s.Systemd.Services["nixipfs"]
-	want := []string{stubPkg + "/bin/nixipfs", "--data-dir", "/var/lib/nixipfs", "daemon", "--listen", "0.0.0.0:9090",
+	// With builder.enable the one unit runs `nixipfs builder`: a daemon
+	// that also builds, its own gateway being its substituter.
+	want := []string{stubPkg + "/bin/nixipfs", "--data-dir", "/var/lib/nixipfs", "builder", "--listen", "0.0.0.0:9090",
 		"--network", "home%%net", // systemd turns %% back into %
 		"--peer", "/ip4/127.0.0.1/tcp/4001/p2p/A", "--peer", "/ip4/127.0.0.1/tcp/4002/p2p/B",
 		"--follow", "k51follow", "--swarm-listen", "/ip4/0.0.0.0/tcp/4001", "--watch-store=signed",
-		"--sign-key", "%d/sign-key", "--priority", "20"}
+		"--sign-key", "%d/sign-key",
+		"--systems", "x86_64-linux", "--systems", "aarch64-linux", "--features", "kvm", "--max-jobs", "4",
+		"--priority", "20"}
 	if got := argv(t, d.ServiceConfig["ExecStart"].(string)); !reflect.DeepEqual(got, want) {
-		t.Errorf("daemon ExecStart\n got %q\nwant %q", got, want)
+		t.Errorf("ExecStart\n got %q\nwant %q", got, want)
 	}
 	// The key reaches the unit as a credential (%d is its directory).
 	if got := d.ServiceConfig["LoadCredential"]; !reflect.DeepEqual(got, []any{"sign-key:/run/keys/nixipfs.sec"}) {
 		t.Errorf("LoadCredential = %v", got)
 	}
-	b, ok := s.Systemd.Services["nixipfs-builder"]
-	if !ok {
-		t.Fatal("no builder unit")
-	}
-	wantB := []string{stubPkg + "/bin/nixipfs", "--data-dir", "/var/lib/nixipfs", "builder", "--network", "home%%net",
-		"--peer", "/ip4/127.0.0.1/tcp/4001/p2p/A", "--peer", "/ip4/127.0.0.1/tcp/4002/p2p/B",
-		"--systems", "x86_64-linux", "--systems", "aarch64-linux", "--features", "kvm", "--max-jobs", "4"}
-	if got := argv(t, b.ServiceConfig["ExecStart"].(string)); !reflect.DeepEqual(got, wantB) {
-		t.Errorf("builder ExecStart\n got %q\nwant %q", got, wantB)
-	}
-	if !reflect.DeepEqual(b.Requires, []string{"nixipfs.service"}) || b.ServiceConfig["User"] != "nixipfs" || b.ServiceConfig["ProtectSystem"] != "strict" {
-		t.Errorf("builder unit: requires %v, serviceConfig %v", b.Requires, b.ServiceConfig)
-	}
-	if _, ok := b.ServiceConfig["LoadCredential"]; ok {
-		t.Error("the builder gets the sign key")
+	if _, ok := s.Systemd.Services["nixipfs-builder"]; ok {
+		t.Error("a second unit for the builder")
 	}
 	// A wildcard listen address is reached on loopback.
 	if got := s.Nix.Settings["substituters"]; !reflect.DeepEqual(got, []string{"http://127.0.0.1:9090"}) {
@@ -287,13 +278,14 @@ func TestModuleDisabled(t *testing.T) {
 
 func TestModuleRefusesBadSettings(t *testing.T) {
 	for settings, want := range map[string]string{
-		`enable = true; builder.enable = true;`:                                    "builder.enable needs services.nixipfs.network",
-		`enable = true; listen = "8080";`:                                          `listen = "8080": want host:port`,
-		`enable = true; peers = "/ip4/127.0.0.1";`:                                 "services.nixipfs.peers' is not of type list of string",
-		`enable = true; watchStore = "some";`:                                      "services.nixipfs.watchStore' is not of type null or one of",
-		`enable = true; network = "n"; builder = { enable = true; maxJobs = 0; };`: "services.nixipfs.builder.maxJobs' is not of type positive integer",
-		`enable = true; dataDir = "relative";`:                                     "services.nixipfs.dataDir' is not of type absolute path",
-		`enable = true; listenAddress = "127.0.0.1:1";`:                            "services.nixipfs.listenAddress' does not exist",
+		`enable = true; builder.enable = true;`:                                                        "builder.enable needs services.nixipfs.network",
+		`enable = true; listen = "8080";`:                                                              `listen = "8080": want host:port`,
+		`enable = true; peers = "/ip4/127.0.0.1";`:                                                     "services.nixipfs.peers' is not of type list of string",
+		`enable = true; watchStore = "some";`:                                                          "services.nixipfs.watchStore' is not of type null or one of",
+		`enable = true; network = "n"; builder.enable = true;`:                                         "builder.enable needs services.nixipfs.signKeyFile",
+		`enable = true; network = "n"; signKeyFile = "/k"; builder = { enable = true; maxJobs = 0; };`: "services.nixipfs.builder.maxJobs' is not of type positive integer",
+		`enable = true; dataDir = "relative";`:                                                         "services.nixipfs.dataDir' is not of type absolute path",
+		`enable = true; listenAddress = "127.0.0.1:1";`:                                                "services.nixipfs.listenAddress' does not exist",
 	} {
 		if got := evalFails(t, settings); !strings.Contains(got, want) {
 			t.Errorf("%s: error %s\nwant one with %q", settings, got, want)
