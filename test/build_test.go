@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixipfs/nixipfs/builder"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
+	"github.com/nixipfs/nixipfs/manifests"
 )
 
 // buildGraph is the test graph: eight derivations a…h with diamonds
@@ -285,6 +287,77 @@ func TestDistributedBuild(t *testing.T) {
 		}
 	})
 
+	t.Run("hostile", func(t *testing.T) {
+		// An intruder on the network (a plain kubo) sends, while a job is
+		// leased: a result signed by an untrusted key, a result signed by a
+		// trusted key for a job not leased to it, and an oversized message.
+		// The requester logs each as rejected and imports only the real
+		// builder's output.
+		fresh := e.instantiate(t)
+		k := startKubo(t)
+		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", fresh["slow"])...)...)
+		var out bytes.Buffer
+		errOut := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = &out, errOut
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		rPeer := waitPeerLine(t, errOut)
+		k.ipfs(t, "swarm", "connect", rPeer)
+		intruder := strings.TrimSpace(k.ipfs(t, "id", "-f", "<id>"))
+		untrusted, _ := newKey(t, "intruder-1")
+		forge := func(keyFile string, pad int) string {
+			sk, err := manifests.LoadSecretKey(keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := builder.Message{V: builder.Version, Kind: builder.KindResult, Network: "farm", From: intruder,
+				Seq: time.Now().UnixNano(), Job: fresh["slow"], Requester: peerIDOf(rPeer), Lease: 1,
+				Status: builder.StatusBuilt, Error: strings.Repeat("x", pad),
+				Outputs: []builder.Output{{Path: outPath(t, e.storeR, fresh["slow"]), PathInfo: "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}}}
+			if err := m.Sign(sk); err != nil {
+				t.Fatal(err)
+			}
+			f := filepath.Join(t.TempDir(), "msg")
+			writeFile(t, f, m.Encode())
+			return f
+		}
+		want := map[string]func() string{
+			"signed by untrusted key":   func() string { return forge(untrusted, 0) },
+			"does not hold the lease":   func() string { return forge(e.key1, 0) },
+			"over the 65536-byte limit": func() string { return forge(e.key1, 70000) },
+		}
+		deadline := time.Now().Add(time.Minute)
+		for reason, msg := range want {
+			for !strings.Contains(errOut.String(), reason) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the requester never logged %q:\n%s", reason, errOut.String())
+				}
+				// Re-sent until seen: pubsub drops messages until the mesh forms.
+				k.ipfs(t, "pubsub", "pub", builder.Topic("farm"), msg())
+				time.Sleep(200 * time.Millisecond) // pacing the re-sends; the loop waits on the log
+			}
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("build with an intruder: %v\n%s", err, errOut.String())
+			}
+		case <-time.After(3 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatalf("build with an intruder did not finish:\n%s", errOut.String())
+		}
+		slowOut := outPath(t, e.storeR, fresh["slow"])
+		if got := string(readFile(t, filepath.Join(e.storeR, slowOut))); got != "slow\n" {
+			t.Fatalf("imported %q", got)
+		}
+		if b := e.jobs(t)[fresh["slow"]].Builder; b == intruder || b == "" {
+			t.Fatalf("job finished by %q", b)
+		}
+	})
+
 	t.Run("builder-killed", func(t *testing.T) {
 		// Builder 2 leaves; the slow job goes to builder 1, which is killed
 		// mid-build; the lease runs out and builder 2, back, finishes it.
@@ -307,16 +380,7 @@ func TestDistributedBuild(t *testing.T) {
 		}
 		e.d1.kill()
 		// Builder 2 comes back and meets the requester at its address.
-		var rPeer string
-		for _, line := range strings.Split(errOut.String(), "\n") {
-			if a, ok := strings.CutPrefix(line, "nixipfs: ipfs peer "); ok && strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
-				rPeer = a
-			}
-		}
-		if rPeer == "" {
-			t.Fatalf("the requester printed no peer address:\n%s", errOut.String())
-		}
-		e.d2 = e.startBuilder(t, e.b2, 2, "--peer", rPeer)
+		e.d2 = e.startBuilder(t, e.b2, 2, "--peer", waitPeerLine(t, errOut))
 		select {
 		case err := <-done:
 			if err != nil {
@@ -336,6 +400,23 @@ func TestDistributedBuild(t *testing.T) {
 			t.Fatalf("build printed %q", out.String())
 		}
 	})
+}
+
+// waitPeerLine waits for a command's "nixipfs: ipfs peer" loopback line.
+func waitPeerLine(t *testing.T, out *syncBuffer) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if a, ok := strings.CutPrefix(line, "nixipfs: ipfs peer "); ok && strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
+				return a
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no peer address printed:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes it.
