@@ -237,7 +237,7 @@ func TestDistributedBuild(t *testing.T) {
 			t.Fatalf("queue: bad %q, after-bad %q", jobs[drvs["bad"]].State, jobs[drvs["afterBad"]].State)
 		}
 		// The dependent was never offered, so no builder saw it.
-		if strings.Contains(stderr, "offered  "+drvs["afterBad"]) || builds(e.d1.log()+e.d2.log())[drvs["afterBad"]] != 0 {
+		if strings.Contains(stderr, "offered  "+drvs["afterBad"]) || builds(e.d1.log() + e.d2.log())[drvs["afterBad"]] != 0 {
 			t.Fatalf("the dependent of a failed build was offered:\n%s", stderr)
 		}
 		// The log is readable from a gateway on the requester's data dir.
