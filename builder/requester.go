@@ -150,7 +150,7 @@ func (r *Requester) Run(ctx context.Context) error {
 			}
 		})
 	}()
-	tick := min(r.cfg.OfferInterval/4, 250*time.Millisecond)
+	tick := min(r.cfg.OfferInterval/4, 100*time.Millisecond)
 	t := time.NewTicker(max(tick, 20*time.Millisecond))
 	defer t.Stop()
 	for {
@@ -232,6 +232,7 @@ func (r *Requester) step(ctx context.Context, now time.Time) error {
 				if err := r.set(j, Offered, "runnable: offered"); err != nil {
 					return err
 				}
+				r.sendOffer(ctx, j, now)
 			}
 		case Offered:
 			if now.Before(j.RetryAt) {
@@ -244,9 +245,7 @@ func (r *Requester) step(ctx context.Context, now time.Time) error {
 				continue
 			}
 			if !now.Before(r.nextSend[j.Drv]) {
-				r.nextSend[j.Drv] = now.Add(r.cfg.OfferInterval)
-				r.t.sendLogged(ctx, Message{Kind: KindOffer, Job: j.Drv, Requester: r.t.self,
-					System: j.System, Features: j.Features, Inputs: j.Inputs, Manifest: r.name})
+				r.sendOffer(ctx, j, now)
 			}
 			if since, ok := r.offered[j.Drv]; ok && !r.reported[j.Drv] && now.Sub(since) > r.cfg.Unclaimed {
 				r.reported[j.Drv] = true
@@ -270,6 +269,12 @@ func (r *Requester) step(ctx context.Context, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+func (r *Requester) sendOffer(ctx context.Context, j *Job, now time.Time) {
+	r.nextSend[j.Drv] = now.Add(r.cfg.OfferInterval)
+	r.t.sendLogged(ctx, Message{Kind: KindOffer, Job: j.Drv, Requester: r.t.self,
+		System: j.System, Features: j.Features, Inputs: j.Inputs, Manifest: r.name})
 }
 
 // Needs describes what a builder needs to build j.
@@ -325,6 +330,7 @@ func (r *Requester) assign(ctx context.Context, j *Job, now time.Time) error {
 		return a.running - b.running
 	})
 	best := cs[0]
+	firstClaim := r.claims[j.Drv][0].at
 	delete(r.claims, j.Drv)
 	j.Builder = best.from
 	j.Lease++
@@ -332,7 +338,9 @@ func (r *Requester) assign(ctx context.Context, j *Job, now time.Time) error {
 	r.leaseEnd[j.Drv] = now.Add(r.cfg.Lease)
 	r.nextSend[j.Drv] = now.Add(r.cfg.OfferInterval)
 	note := fmt.Sprintf("assigned to %s (key %s, holds %d of %d inputs; %d claims)", best.from, best.key, best.have, len(j.Inputs), len(cs))
-	slog.Info("builds: placement", "job", j.Drv, "builder", best.from, "have", best.have, "claims", len(cs))
+	// wait is the claim latency: from the (latest) offer to assignment.
+	slog.Info("builds: placement", "job", j.Drv, "builder", best.from, "have", best.have, "claims", len(cs),
+		"wait", now.Sub(r.offered[j.Drv]), "firstClaim", firstClaim.Sub(r.offered[j.Drv]))
 	if err := r.set(j, Assigned, note); err != nil {
 		return err
 	}

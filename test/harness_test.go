@@ -355,7 +355,7 @@ func sha256URL(t testing.TB, url string) (string, int64) {
 }
 
 // nixEnv sets up Nix for a test: nix-command on, no substituters.
-func nixEnv(t *testing.T) {
+func nixEnv(t testing.TB) {
 	nixtest.Env(t)
 	// Nix caches narinfo answers (a 404 for an hour) per cache URL; ports
 	// are reused between tests, so each test gets its own cache.
