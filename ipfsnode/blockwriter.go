@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ipfs/boxo/path"
+	pin "github.com/ipfs/boxo/pinning/pinner"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/ipfs/kubo/core/coreiface/options"
 	carv2 "github.com/ipld/go-car/v2"
 	carstorage "github.com/ipld/go-car/v2/storage"
 	mh "github.com/multiformats/go-multihash"
@@ -206,4 +209,38 @@ func (d DAGWriter) Remove(context.Context, cid.Cid) error {
 
 func (d DAGWriter) RemoveMany(context.Context, []cid.Cid) error {
 	return errors.New("DAGWriter is write-only")
+}
+
+// PinLock holds off the embedded node's repo GC until the returned func is
+// called, as kubo's own add does for the length of an import. Held from the
+// first block written until the root is pinned, it lets PinWritten trust
+// that the DAG is whole. An external node's GC is its own: there it does
+// nothing.
+func (n *Node) PinLock(ctx context.Context) func() {
+	if n.embedded == nil {
+		return func() {}
+	}
+	u := n.embedded.Blockstore.PinLock(ctx)
+	return func() { u.Unlock(ctx) }
+}
+
+// PinWritten pins root recursively. Call it with PinLock held, once every
+// block of root's DAG has been written through a BlockWriter that closed
+// without error. The embedded node then records the pin without reading the
+// DAG back: kubo's pin add re-reads every block to check it is present,
+// which costs as much as writing them. An external node pins as usual.
+func (n *Node) PinWritten(ctx context.Context, root cid.Cid) error {
+	if n.embedded == nil {
+		if err := n.API.Pin().Add(ctx, path.FromCid(root), options.Pin.Recursive(true)); err != nil {
+			return fmt.Errorf("pin %s: %w", root, err)
+		}
+		return nil
+	}
+	if err := n.embedded.Pinning.PinWithMode(ctx, root, pin.Recursive, ""); err != nil {
+		return fmt.Errorf("pin %s: %w", root, err)
+	}
+	if err := n.embedded.Pinning.Flush(ctx); err != nil {
+		return fmt.Errorf("pin %s: %w", root, err)
+	}
+	return nil
 }

@@ -186,7 +186,18 @@ func fetch(ctx context.Context, src ipld.NodeGetter, cids []cid.Cid, slots []*sl
 	for i, c := range cids {
 		waiting[c] = append(waiting[c], slots[i])
 	}
-	for opt := range src.GetMany(ctx, cids) {
+	// One answer per distinct CID; kubo's RPC client never closes the
+	// channel, so stop counting there.
+	ch := src.GetMany(ctx, cids)
+	for n := len(waiting); n > 0; n-- {
+		var opt *ipld.NodeOption
+		select {
+		case opt = <-ch:
+		case <-ctx.Done():
+		}
+		if opt == nil {
+			break
+		}
 		if opt.Err != nil || opt.Node == nil {
 			continue
 		}

@@ -88,7 +88,8 @@ func (l *Local) lock() (func(), error) {
 
 // Update applies puts and deletes to the current manifest, pins the result
 // and records it as current. The new entries' own blocks must already be
-// stored and pinned. It returns the new manifest (the same one when nothing
+// stored and pinned: the manifest's pins hold its HAMT shards only, not what
+// the entries link. It returns the new manifest (the same one when nothing
 // changed).
 func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []string) (*Manifest, error) {
 	unlock, err := l.lock()
@@ -107,43 +108,86 @@ func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []s
 	if next.Version() == cur.Version() {
 		return cur, nil
 	}
-	if err := l.pin(ctx, cur, next); err != nil {
+	release, err := l.pin(ctx, cur, next)
+	if err != nil {
 		return nil, err
 	}
 	if err := atomicfile.WriteFile(l.stateFile(), []byte(next.Version().String()+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("record manifest: %w", err)
 	}
+	// Only once next is recorded may cur's pins go: a crash before this
+	// leaves cur intact (and some extra pins), never a manifest with
+	// unpinned shards.
+	release(ctx)
 	return next, nil
 }
 
-// pin keeps the new version safe from kubo's GC: the Version block directly,
-// the HAMT recursively. Moving the HAMT pin with pin update walks only what
-// changed (kubo diffs old and new), so an update costs its changed entries,
-// not the manifest size.
-func (l *Local) pin(ctx context.Context, cur, next *Manifest) error {
-	newEntries := path.FromCid(next.Info().Entries)
-	// The empty manifest's HAMT root is never stored, so the first update
-	// pins afresh.
-	if old := cur.Info().Entries; cur.Version().Defined() && !old.Equals(next.Info().Entries) {
-		if err := l.api.Pin().Update(ctx, path.FromCid(old), newEntries, options.Pin.Unpin(true)); err != nil {
-			// The old pin may be gone (repo edited by hand): pin afresh.
-			slog.Debug("pin update failed, pinning afresh", "err", err)
-			if err := l.api.Pin().Add(ctx, newEntries, options.Pin.Recursive(true)); err != nil {
-				return fmt.Errorf("pin manifest entries: %w", err)
-			}
+// pin keeps the new version safe from kubo's GC: the Version block and every
+// HAMT shard are pinned directly, and nothing the entries link is walked.
+// The values (PathInfos with their DAGs, source files, logs) are pinned by
+// whoever recorded them, as Update requires. A recursive pin of the HAMT
+// would re-walk them: kubo's pin update re-reads each new value's whole DAG
+// (a PathInfo links its NAR's DAG and its references' PathInfos) once for
+// every changed shard that reaches it, which made publishing many paths
+// quadratic. Here an update costs the shards on its changed keys' paths.
+// The returned func drops what only cur needed; it is called once next is
+// recorded.
+func (l *Local) pin(ctx context.Context, cur, next *Manifest) (func(context.Context), error) {
+	// The empty manifest's HAMT root is never stored: the first update pins
+	// every shard.
+	from := cid.Undef
+	legacy := false
+	if cur.Version().Defined() {
+		from = cur.Info().Entries
+		// Versions before direct shard pins pinned the HAMT recursively:
+		// then every shard of next is pinned once, and the old pin goes.
+		_, rec, err := l.api.Pin().IsPinned(ctx, path.FromCid(from), options.Pin.IsPinned.Recursive())
+		if err != nil {
+			return nil, fmt.Errorf("pin manifest entries: %w", err)
 		}
-	} else if err := l.api.Pin().Add(ctx, newEntries, options.Pin.Recursive(true)); err != nil {
-		return fmt.Errorf("pin manifest entries: %w", err)
+		legacy = rec
+	}
+	diffFrom := from
+	if legacy {
+		diffFrom = cid.Undef
+	}
+	added, removed, err := shardDiff(ctx, l.api.Dag(), diffFrom, next.Info().Entries)
+	if err != nil {
+		return nil, fmt.Errorf("pin manifest entries: %w", err)
+	}
+	for _, c := range added {
+		if err := l.api.Pin().Add(ctx, path.FromCid(c), options.Pin.Recursive(false)); err != nil {
+			return nil, fmt.Errorf("pin manifest shard %s: %w", c, err)
+		}
 	}
 	if err := l.api.Pin().Add(ctx, path.FromCid(next.Version()), options.Pin.Recursive(false)); err != nil {
-		return fmt.Errorf("pin manifest version: %w", err)
+		return nil, fmt.Errorf("pin manifest version: %w", err)
 	}
-	if old := cur.Version(); old.Defined() {
+	return func(ctx context.Context) {
+		// Failures only leave extra pins: log them and go on.
+		unpin := func(c cid.Cid, recursive bool) {
+			if err := l.api.Pin().Rm(ctx, path.FromCid(c), options.Pin.RmRecursive(recursive)); err != nil {
+				slog.Debug("unpin old manifest block", "cid", c, "err", err)
+			}
+		}
+		if legacy {
+			unpin(from, true)
+		}
+		keep := make(map[cid.Cid]bool, len(added))
+		for _, c := range added {
+			keep[c] = true
+		}
+		for _, c := range removed {
+			if !keep[c] {
+				unpin(c, false)
+			}
+		}
 		// Older versions stay readable while their blocks exist; only the
 		// current one is kept.
-		_ = l.api.Pin().Rm(ctx, path.FromCid(old), options.Pin.RmRecursive(false))
-	}
-	return nil
+		if old := cur.Version(); old.Defined() {
+			unpin(old, false)
+		}
+	}, nil
 }
 
 // Name returns the manifest's IPNS name, creating its Ed25519 key on first

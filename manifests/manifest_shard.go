@@ -308,7 +308,17 @@ func fetchShards(ctx context.Context, ng ipld.NodeGetter, cids []cid.Cid) (map[c
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for opt := range ng.GetMany(ctx, want) {
+	// One answer per (distinct) CID: stop counting there, as kubo's RPC
+	// client never closes the channel.
+	ch := ng.GetMany(ctx, want)
+	for range want {
+		opt, err := nextOption(ctx, ch)
+		if err != nil {
+			return nil, err
+		}
+		if opt == nil {
+			break // closed early: the check below names what is missing
+		}
 		if opt.Err != nil {
 			return nil, fmt.Errorf("read HAMT shard: %w", opt.Err)
 		}
@@ -331,6 +341,16 @@ func fetchShards(ctx context.Context, ng ipld.NodeGetter, cids []cid.Cid) (map[c
 		}
 	}
 	return out, nil
+}
+
+// nextOption receives one GetMany answer; nil when the channel is closed.
+func nextOption(ctx context.Context, ch <-chan *ipld.NodeOption) (*ipld.NodeOption, error) {
+	select {
+	case opt := <-ch:
+		return opt, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // walkShard calls fn for every value under the shard whose entries are

@@ -161,6 +161,23 @@ func (s *Store) chrootDir() string {
 	return ""
 }
 
+// LocalPath returns where the files of store path p lie on this machine when
+// Nix keeps the store in a local directory: the default store (and auto,
+// local, daemon, unix://) at p itself, a chroot store under its root. ok is
+// false for other stores (ssh://, https://, ...). Nothing is checked here:
+// whoever reads the files must compare what they read with the NarHash Nix
+// recorded, and fall back to Nix's own dump.
+func (s *Store) LocalPath(p string) (string, bool) {
+	if root := s.chrootDir(); root != "" {
+		return filepath.Join(root, p), true
+	}
+	switch {
+	case s.uri == "", s.uri == "auto", s.uri == "local", s.uri == "daemon", strings.HasPrefix(s.uri, "unix://"):
+		return p, true
+	}
+	return "", false
+}
+
 // Add copies a file or directory tree into the store (nix-store --add, which
 // hashes recursively, i.e. the NAR) and returns its store path. The store
 // path's name is the base name of path.

@@ -36,8 +36,10 @@ type GCOptions struct {
 // GC finds paths this node pinned that its current manifest no longer holds
 // and unpins each only when at least MinReplicas other peers provide its
 // DAG, so dropping a path here never loses its last copies. It unpins only;
-// kubo's repo GC frees the blocks. Everything the current manifest reaches
-// stays pinned through the manifest's own pin whatever happens here.
+// kubo's repo GC frees the blocks. The manifest's own pins hold only its
+// HAMT shards, so GC keeps by itself whatever the current manifest still
+// reaches: a dropped path that a listed path references, and a DAG that a
+// listed record or source file shares.
 func GC(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, opts GCOptions) ([]GCItem, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
@@ -59,6 +61,7 @@ func GC(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, opts G
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	var items []GCItem
+	var reached *reach
 	for _, c := range pins {
 		if c.Type() != cid.DagCBOR || current[c] {
 			continue
@@ -66,6 +69,15 @@ func GC(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, opts G
 		p, err := manifests.Load(ctx, node.API, c)
 		if err != nil {
 			continue // a manifest version or someone else's pin
+		}
+		if reached == nil {
+			// Only now: it loads every record the manifest lists.
+			if reached, err = reachable(ctx, node.API, current); err != nil {
+				return items, fmt.Errorf("gc: %w", err)
+			}
+		}
+		if reached.infos[c] {
+			continue // still referenced by a listed path: not garbage
 		}
 		it := GCItem{StorePath: p.StorePath, PathInfo: c.String(), Root: p.Root.String(), NarSize: p.NarSize}
 		it.Replicas, err = replicas(ctx, node.API, p.Root, self.ID().String(), opts)
@@ -78,7 +90,9 @@ func GC(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, opts G
 		case !opts.Apply:
 			it.Reason = "would unpin (dry run)"
 		default:
-			if err := node.API.Pin().Rm(ctx, bpath.FromCid(p.Root), options.Pin.RmRecursive(true)); err != nil {
+			if reached.roots[p.Root] {
+				// The same NAR or file is listed under another record.
+			} else if err := node.API.Pin().Rm(ctx, bpath.FromCid(p.Root), options.Pin.RmRecursive(true)); err != nil {
 				slog.Debug("gc: root pin already gone", "path", p.StorePath, "err", err)
 			}
 			if err := node.API.Pin().Rm(ctx, bpath.FromCid(c), options.Pin.RmRecursive(false)); err != nil {
@@ -89,6 +103,49 @@ func GC(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, opts G
 		items = append(items, it)
 	}
 	return items, nil
+}
+
+// reach is what the current manifest's values reach: PathInfos (the listed
+// ones and, through references, those they link) and DAG roots (of those
+// records, and source files and logs listed directly).
+type reach struct {
+	infos, roots map[cid.Cid]bool
+}
+
+// Records are read offline: one that is not here (a kept path's reference
+// that was never fetched) holds nothing here to keep.
+func reachable(ctx context.Context, api coreiface.CoreAPI, values map[cid.Cid]bool) (*reach, error) {
+	api, err := api.WithOptions(options.Api.Offline(true))
+	if err != nil {
+		return nil, fmt.Errorf("offline API: %w", err)
+	}
+	r := &reach{infos: map[cid.Cid]bool{}, roots: map[cid.Cid]bool{}}
+	var queue []cid.Cid
+	for c := range values {
+		if c.Type() == cid.DagCBOR {
+			r.infos[c] = true
+			queue = append(queue, c)
+		} else {
+			r.roots[c] = true
+		}
+	}
+	for len(queue) > 0 {
+		c := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		p, err := manifests.Load(ctx, api, c)
+		if err != nil {
+			slog.Debug("gc: record not readable here", "pathInfo", c, "err", err)
+			continue
+		}
+		r.roots[p.Root] = true
+		for _, ref := range p.References {
+			if ref.Info != nil && !r.infos[*ref.Info] {
+				r.infos[*ref.Info] = true
+				queue = append(queue, *ref.Info)
+			}
+		}
+	}
+	return r, nil
 }
 
 func directPins(ctx context.Context, api coreiface.CoreAPI) ([]cid.Cid, error) {

@@ -13,9 +13,8 @@ import (
 	"path"
 	"slices"
 
-	bpath "github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
-	"github.com/ipfs/kubo/core/coreiface/options"
+	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -236,9 +235,32 @@ func (p *Publisher) resign(ctx context.Context, rec *manifests.PathInfo, c cid.C
 	return res, rec, nil
 }
 
-// importNAR streams the path's NAR into IPFS, checks it against what Nix
-// recorded and pins the DAG.
+// importNAR imports the path's NAR into IPFS, checks it against what Nix
+// recorded and pins the DAG. A store kept in a local directory is read
+// straight from its files (one Nix process per path costs more than
+// importing a small path); if that fails in any way, Nix's own dump is used.
 func (p *Publisher) importNAR(ctx context.Context, ni nixstore.PathInfo) (ipldnar.Result, error) {
+	check := func(res ipldnar.Result) error {
+		got := "sha256:" + nixbase32.EncodeToString(res.NarHash[:])
+		if got != ni.NarHash || res.NarSize != ni.NarSize {
+			return fmt.Errorf("NAR is %s (%d bytes) but Nix recorded %s (%d bytes); not recorded",
+				got, res.NarSize, ni.NarHash, ni.NarSize)
+		}
+		return nil
+	}
+	if dir, ok := p.Store.LocalPath(ni.Path); ok {
+		res, err := importDAG(ctx, p.Node, func(dst ipld.DAGService) (ipldnar.Result, error) {
+			return ipldnar.ImportPath(ctx, dir, dst)
+		}, check)
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return ipldnar.Result{}, fmt.Errorf("publish %s: %w", ni.Path, err)
+		}
+		slog.Debug("reading the store path's files failed; asking Nix for its NAR", "path", ni.Path, "dir", dir, "err", err)
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	nar, err := p.Store.Dump(ctx, ni.Path)
@@ -250,12 +272,7 @@ func (p *Publisher) importNAR(ctx context.Context, ni nixstore.PathInfo) (ipldna
 		if err := nar.Close(); err != nil {
 			return err
 		}
-		got := "sha256:" + nixbase32.EncodeToString(res.NarHash[:])
-		if got != ni.NarHash || res.NarSize != ni.NarSize {
-			return fmt.Errorf("NAR is %s (%d bytes) but Nix recorded %s (%d bytes); not recorded",
-				got, res.NarSize, ni.NarHash, ni.NarSize)
-		}
-		return nil
+		return check(res)
 	})
 	if err != nil {
 		cancel()
@@ -269,11 +286,22 @@ func (p *Publisher) importNAR(ctx context.Context, ni nixstore.PathInfo) (ipldna
 // result, and pins the DAG only if check passes. On any error nothing is
 // pinned: the blocks already written are unpinned garbage for kubo's GC.
 func ImportNAR(ctx context.Context, node *ipfsnode.Node, nar io.Reader, check func(ipldnar.Result) error) (ipldnar.Result, error) {
+	return importDAG(ctx, node, func(dst ipld.DAGService) (ipldnar.Result, error) {
+		return ipldnar.Import(ctx, nar, dst)
+	}, check)
+}
+
+// importDAG runs an import into the node, then check, and pins the root only
+// if both pass. The repo's GC is held off from the first block to the pin,
+// so the pin need not read the DAG back.
+func importDAG(ctx context.Context, node *ipfsnode.Node, imp func(ipld.DAGService) (ipldnar.Result, error), check func(ipldnar.Result) error) (ipldnar.Result, error) {
+	unlock := node.PinLock(ctx)
+	defer unlock()
 	bw, err := node.NewBlockWriter(ctx)
 	if err != nil {
 		return ipldnar.Result{}, err
 	}
-	res, err := ipldnar.Import(ctx, nar, ipfsnode.DAGWriter{BlockWriter: bw})
+	res, err := imp(ipfsnode.DAGWriter{BlockWriter: bw})
 	if err != nil {
 		bw.Abort()
 		return ipldnar.Result{}, err
@@ -286,8 +314,8 @@ func ImportNAR(ctx context.Context, node *ipfsnode.Node, nar io.Reader, check fu
 			return ipldnar.Result{}, err
 		}
 	}
-	if err := node.API.Pin().Add(ctx, bpath.FromCid(res.Root), options.Pin.Recursive(true)); err != nil {
-		return ipldnar.Result{}, fmt.Errorf("pin %s: %w", res.Root, err)
+	if err := node.PinWritten(ctx, res.Root); err != nil {
+		return ipldnar.Result{}, err
 	}
 	return res, nil
 }

@@ -8,6 +8,7 @@
 //	benchtool narurls -base URL -list HASHES -o FILE
 //	benchtool fetch -base URL -list FILE [-conns N] [-repeat R]
 //	benchtool report -results FILE -info FILE
+//	benchtool profile -data-dir DIR [-store S] [-cpu F] [-mem F] publish PATH...|render
 package main
 
 import (
@@ -29,6 +30,8 @@ func main() {
 		err = fetch(args)
 	case "report":
 		err = report(args)
+	case "profile":
+		err = profile(args)
 	default:
 		usage()
 	}
@@ -39,6 +42,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool mkw2|narurls|fetch|report [flags]")
+	fmt.Fprintln(os.Stderr, "usage: benchtool mkw2|narurls|fetch|report|profile [flags]")
 	os.Exit(2)
 }
