@@ -100,12 +100,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	return w.t.listen(ctx, func(m Message) { w.handle(ctx, m) })
 }
 
-func (w *Worker) running() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.tasks)
-}
-
 func (w *Worker) handle(ctx context.Context, m Message) {
 	switch m.Kind {
 	case KindOffer, KindAssign, KindAck:
@@ -262,15 +256,17 @@ func (w *Worker) build(ctx context.Context, t *task, m Message, log *logBuffer) 
 	if err := w.waitServed(ctx, []string{t.job}, time.Minute); err != nil {
 		return fail(StatusError, err)
 	}
-	// .drv files and sources are content-addressed text and trees the
-	// requester chose to build; the inputs built by others go through
-	// Nix's signature check below.
-	if err := w.cfg.Store.CopyFrom(ctx, w.cfg.Substituter, []string{t.job}, true, nil); err != nil {
+	// Signatures stay checked: .drv files and sources need none because
+	// they are content-addressed (Nix checks the content against the path),
+	// and anything else in the closure must be signed by a key we trust. A
+	// requester cannot slip a forged copy of some other path into our store,
+	// where other requesters' builds would use it.
+	trusted := append(slices.Clone(w.cfg.TrustedKeys), w.cfg.SignKey.ToPublicKey().String())
+	if err := w.cfg.Store.CopyFrom(ctx, w.cfg.Substituter, []string{t.job}, false, trusted); err != nil {
 		return fail(StatusError, fmt.Errorf("fetch %s: %w", t.job, err))
 	}
 	// Fetch the inputs first, so that one not published yet is an error
 	// here rather than a build of it by Nix.
-	trusted := append(slices.Clone(w.cfg.TrustedKeys), w.cfg.SignKey.ToPublicKey().String())
 	missing, err := w.cfg.Store.Invalid(ctx, m.Inputs)
 	if err != nil {
 		return fail(StatusError, err)
