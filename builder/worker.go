@@ -209,7 +209,7 @@ func (w *Worker) work(ctx context.Context, t *task, m Message) {
 			case <-hctx.Done():
 				return
 			case <-tk.C:
-				w.t.sendLogged(hctx, Message{Kind: KindHeartbeat, Job: t.job, Requester: t.requester, Lease: t.lease, LogTail: log.tail(2048)})
+				w.t.sendLogged(hctx, Message{Kind: KindHeartbeat, Job: t.job, Requester: t.requester, Lease: t.lease}.withLog(log.tail(2048)))
 			}
 		}
 	}()
@@ -367,10 +367,11 @@ func removeRoots(root string) {
 	}
 }
 
-// logBuffer collects a build log (bounded: the head and the tail are kept).
+// logBuffer collects a build log (bounded: the tail is kept).
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	dropped int64 // bytes cut from the front
 }
 
 const maxLog = 8 << 20
@@ -381,7 +382,8 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	if b.buf.Len()+len(p) > maxLog {
 		// Keep the last maxLog/2 bytes: the end of a log says why it failed.
 		keep := b.buf.Bytes()[b.buf.Len()-min(b.buf.Len(), maxLog/2):]
-		nb := append([]byte("[… log truncated …]\n"), keep...)
+		b.dropped += int64(b.buf.Len() - len(keep))
+		nb := append([]byte(nil), keep...)
 		b.buf.Reset()
 		b.buf.Write(nb)
 	}
@@ -392,14 +394,29 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 func (b *logBuffer) bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.dropped > 0 {
+		return append([]byte(fmt.Sprintf("[… first %d bytes of the log dropped …]\n", b.dropped)), b.buf.Bytes()...)
+	}
 	return bytes.Clone(b.buf.Bytes())
 }
 
-func (b *logBuffer) tail(n int) string {
+// logTail is the end of a log and its offset in the whole log.
+type logTail struct {
+	text   string
+	offset int64
+}
+
+func (b *logBuffer) tail(n int) logTail {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	data := b.buf.Bytes()
-	return string(data[len(data)-min(n, len(data)):])
+	k := len(data) - min(n, len(data))
+	return logTail{text: string(data[k:]), offset: b.dropped + int64(k)}
+}
+
+func (m Message) withLog(t logTail) Message {
+	m.LogTail, m.LogOffset = t.text, t.offset
+	return m
 }
 
 var _ io.Writer = (*logBuffer)(nil)

@@ -47,7 +47,7 @@ in {
   inherit a b c d e f g h bad;
   kvm = mk "kvm" { requiredSystemFeatures = [ "kvm" ]; } "echo kvm > $out";
   never = mk "never" { requiredSystemFeatures = [ "no-such-feature" ]; } "echo never > $out";
-  slow = mk "slow" {} "sleep 4; echo slow > $out";
+  slow = mk "slow" {} "echo slow-start; sleep 4; echo slow > $out";
   afterBad = mk "after-bad" {} "cat ${bad} > $out";
 }
 `
@@ -362,7 +362,7 @@ func TestDistributedBuild(t *testing.T) {
 		// Builder 2 leaves; the slow job goes to builder 1, which is killed
 		// mid-build; the lease runs out and builder 2, back, finishes it.
 		e.d2.stop()
-		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", drvs["slow"])...)...)
+		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", "--print-build-logs", drvs["slow"])...)...)
 		var out bytes.Buffer
 		errOut := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = &out, errOut
@@ -392,6 +392,10 @@ func TestDistributedBuild(t *testing.T) {
 		}
 		if !strings.Contains(errOut.String(), "expired") {
 			t.Errorf("no lease expiry reported:\n%s", errOut.String())
+		}
+		// The log streamed while the job was building (heartbeats).
+		if !strings.Contains(errOut.String(), "slow> slow-start") {
+			t.Errorf("build log not streamed:\n%s", errOut.String())
 		}
 		if b := e.jobs(t)[drvs["slow"]].Builder; b != peerIDOf(loopbackPeer(t, e.d2)) {
 			t.Fatalf("slow job finished by %s, not builder 2", b)
