@@ -276,10 +276,18 @@ func (r *Requester) step(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// maxBidInputs bounds the input paths an offer lists for bids, so that an
+// offer stays well under MaxMessage (a store path is at most 211 bytes).
+const maxBidInputs = 200
+
+// maxAssignInputs bounds the inputs an assignment names for the builder to
+// fetch first; Nix fetches any further ones itself as it builds.
+const maxAssignInputs = 250
+
 func (r *Requester) sendOffer(ctx context.Context, j *Job, now time.Time) {
 	r.nextSend[j.Drv] = now.Add(r.cfg.OfferInterval)
 	r.t.sendLogged(ctx, Message{Kind: KindOffer, Job: j.Drv, Requester: r.t.self,
-		System: j.System, Features: j.Features, Inputs: j.Inputs, Manifest: r.name})
+		System: j.System, Features: j.Features, Inputs: j.Inputs[:min(len(j.Inputs), maxBidInputs)], Manifest: r.name})
 }
 
 // Needs describes what a builder needs to build j.
@@ -355,7 +363,7 @@ func (r *Requester) assign(ctx context.Context, j *Job, now time.Time) error {
 
 func (r *Requester) sendAssign(ctx context.Context, j *Job) {
 	r.t.sendLogged(ctx, Message{Kind: KindAssign, Job: j.Drv, Requester: r.t.self, To: j.Builder, Lease: j.Lease,
-		Manifest: r.name, Inputs: j.Inputs, LeaseMillis: r.cfg.Lease.Milliseconds(), HeartbeatMillis: r.cfg.Heartbeat.Milliseconds()})
+		Manifest: r.name, Inputs: j.Inputs[:min(len(j.Inputs), maxAssignInputs)], LeaseMillis: r.cfg.Lease.Milliseconds(), HeartbeatMillis: r.cfg.Heartbeat.Milliseconds()})
 }
 
 // retry re-offers j after an infrastructure failure, with backoff, or fails
