@@ -295,15 +295,7 @@ func TestDistributedBuild(t *testing.T) {
 		// builder's output.
 		fresh := e.instantiate(t)
 		k := startKubo(t)
-		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", fresh["slow"])...)...)
-		var out bytes.Buffer
-		errOut := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = &out, errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		cmd, _, errOut, done := e.startBuild(t, "--wait", fresh["slow"])
 		rPeer := waitPeerLine(t, errOut)
 		k.ipfs(t, "swarm", "connect", rPeer)
 		intruder := strings.TrimSpace(k.ipfs(t, "id", "-f", "<id>"))
@@ -362,15 +354,7 @@ func TestDistributedBuild(t *testing.T) {
 		// Builder 2 leaves; the slow job goes to builder 1, which is killed
 		// mid-build; the lease runs out and builder 2, back, finishes it.
 		e.d2.stop()
-		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", "--print-build-logs", drvs["slow"])...)...)
-		var out bytes.Buffer
-		errOut := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = &out, errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		cmd, out, errOut, done := e.startBuild(t, "--wait", "--print-build-logs", drvs["slow"])
 		deadline := time.Now().Add(time.Minute)
 		for builds(e.d1.log())[drvs["slow"]] == 0 {
 			if time.Now().After(deadline) {
@@ -404,6 +388,21 @@ func TestDistributedBuild(t *testing.T) {
 			t.Fatalf("build printed %q", out.String())
 		}
 	})
+}
+
+// startBuild starts `nixipfs build` with the requester's flags in the
+// background; done receives its exit.
+func (e *buildEnv) startBuild(t *testing.T, args ...string) (cmd *exec.Cmd, out *bytes.Buffer, errOut *syncBuffer, done chan error) {
+	cmd = exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), args...)...)...)
+	out, errOut = &bytes.Buffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, out, errOut, done
 }
 
 // waitPeerLine waits for a command's "nixipfs: ipfs peer" loopback line.
