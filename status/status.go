@@ -100,7 +100,7 @@ type Serving struct {
 	NarinfoMisses int64   `json:"narinfoMisses"`
 	HitRate       float64 `json:"hitRate"` // hits / (hits + misses); 0 with no lookups
 	NARs          int64   `json:"nars"`
-	BytesServed   int64   `json:"bytesServed"`
+	BytesServed   int64   `json:"bytesServed"` // cache answers: NARs, narinfos, files
 	RenderMBps    float64 `json:"renderMBps"` // NAR bytes rendered / render time
 }
 
@@ -292,8 +292,13 @@ func serving(m *metrics.Metrics) *Serving {
 		NarinfoHits:   int64(metrics.Sum(m.Lookups, map[string]string{"kind": "narinfo", "result": metrics.Hit})),
 		NarinfoMisses: int64(metrics.Sum(m.Lookups, map[string]string{"kind": "narinfo", "result": metrics.Miss})),
 		NARs:          int64(metrics.Sum(m.Requests, map[string]string{"endpoint": "nar", "code": "200"})),
-		BytesServed:   int64(metrics.Sum(m.BytesServed, nil)),
 	}
+	// Bytes of the cache's answers, not of the monitoring endpoints.
+	total := metrics.Sum(m.BytesServed, nil)
+	for _, e := range []string{"status", "metrics", "health"} {
+		total -= metrics.Sum(m.BytesServed, map[string]string{"endpoint": e})
+	}
+	s.BytesServed = int64(total)
 	if n := s.NarinfoHits + s.NarinfoMisses; n > 0 {
 		s.HitRate = float64(s.NarinfoHits) / float64(n)
 	}

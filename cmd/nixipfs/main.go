@@ -64,7 +64,7 @@ daemon instead.`,
 	pf.StringVar(&g.store, "store", os.Getenv("NIXIPFS_STORE"), "Nix store to read from (passed to nix as --store; default: the local store)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g))
+	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g), newStatusCmd(g))
 	return root
 }
 
