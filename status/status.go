@@ -101,7 +101,7 @@ type Serving struct {
 	HitRate       float64 `json:"hitRate"` // hits / (hits + misses); 0 with no lookups
 	NARs          int64   `json:"nars"`
 	BytesServed   int64   `json:"bytesServed"` // cache answers: NARs, narinfos, files
-	RenderMBps    float64 `json:"renderMBps"` // NAR bytes rendered / render time
+	RenderMBps    float64 `json:"renderMBps"`  // NAR bytes rendered / render time
 }
 
 // Published is one path a daemon published recently (queue or
