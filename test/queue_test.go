@@ -1,14 +1,22 @@
 package test
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+
 	"github.com/nixipfs/nixipfs/internal/nixtest"
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/queue"
 )
 
@@ -161,5 +169,151 @@ func TestPublishQueue(t *testing.T) {
 	text := n.nixipfs(t, "status")
 	if !strings.Contains(text, "daemon:   running") || !strings.Contains(text, missing) || !strings.Contains(text, "not valid") {
 		t.Errorf("status text:\n%s", text)
+	}
+}
+
+// recordedManifest opens the data dir's embedded repo (no daemon may run)
+// and checks that the recorded manifest version is complete: it and every
+// version before it load, it is pinned, and every p/ entry's PathInfo
+// loads. It returns the version and each recorded store path's NarHash.
+func recordedManifest(t *testing.T, dataDir string) (cid.Cid, map[string]string) {
+	t.Helper()
+	c := ctx(t)
+	node, err := ipfsnode.Open(c, ipfsnode.Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	local := manifests.OpenLocal(dataDir, node.API)
+	m, err := local.Current(c)
+	if err != nil {
+		t.Fatalf("the recorded manifest does not load: %v", err)
+	}
+	v := m.Version()
+	if !v.Defined() {
+		return v, map[string]string{}
+	}
+	hist, err := manifests.History(c, node.API.Dag(), v, 0)
+	if err != nil || len(hist) == 0 || hist[len(hist)-1].Seq != 1 {
+		t.Fatalf("manifest history from %s: %d versions, %v", v, len(hist), err)
+	}
+	if _, pinned, err := node.API.Pin().IsPinned(c, path.FromCid(v)); err != nil || !pinned {
+		t.Fatalf("recorded version %s is not pinned: %v", v, err)
+	}
+	paths := map[string]string{}
+	keys := map[string]int{}
+	err = m.Walk(c, func(key string, rec cid.Cid) error {
+		prefix, _, _ := strings.Cut(key, "/")
+		keys[prefix]++
+		if prefix != "p" {
+			return nil
+		}
+		p, err := manifests.Load(c, node.API, rec)
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if _, dup := paths[p.StorePath]; dup {
+			return fmt.Errorf("%s recorded twice", p.StorePath)
+		}
+		paths[p.StorePath] = p.NarHashString()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk manifest %s: %v", v, err)
+	}
+	if int64(len(paths)) != m.Info().Count || keys["sha256"] != len(paths) || keys["blake3"] != len(paths) {
+		t.Fatalf("manifest %s: %d paths, count %d, keys %v", v, len(paths), m.Info().Count, keys)
+	}
+	return v, paths
+}
+
+// TestQueueKillDaemon kills the daemon (SIGKILL) while it works through
+// the queue: once mid-queue, then three times while it holds the manifest's
+// update lock (an update in progress). After each kill the recorded
+// manifest is a complete version; after the last restart every queued path
+// is recorded exactly once, with Nix's NarHash, and the queue is empty.
+func TestQueueKillDaemon(t *testing.T) {
+	nixEnv(t)
+	store := nixtest.Store(t)
+	n := newNode(t, store, nil)
+	paths := addTrees(t, store, "kill", 240, 2048)
+	for i := 0; i < len(paths); i += 4 {
+		n.nixipfs(t, append([]string{"publish", "--queue"}, paths[i:i+4]...)...)
+	}
+	q := queue.Open(n.dataDir)
+	depth := func() int {
+		d, err := q.Depth()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if depth() != 60 {
+		t.Fatalf("queue depth %d, want 60", depth())
+	}
+	kill := func(d running) {
+		syscall.Kill(d.pid, syscall.SIGKILL)
+		d.stop() // waits for the process
+	}
+
+	// Mid-queue: the first versions are recorded, the entries still wait.
+	d := n.daemon(t)
+	waitUntil(t, "a manifest version while entries wait", 2*time.Minute, func() bool {
+		_, err := os.Stat(filepath.Join(n.dataDir, "manifest"))
+		return err == nil && depth() > 0
+	})
+	kill(d)
+	v, rec := recordedManifest(t, n.dataDir)
+	t.Logf("killed mid-queue: version %s with %d paths, %d entries waiting", v, len(rec), depth())
+
+	// Mid-update: kill as soon as another process holds the manifest lock.
+	lockFile := filepath.Join(n.dataDir, "manifest.lock")
+	for round := range 3 {
+		if depth() == 0 {
+			t.Fatalf("round %d: the queue emptied before a kill", round)
+		}
+		d := n.daemon(t)
+		held := false
+		waitUntil(t, "the daemon to take the manifest lock", 2*time.Minute, func() bool {
+			f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				syscall.Kill(d.pid, syscall.SIGKILL)
+				held = true
+				return true
+			}
+			if err == nil {
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			}
+			return false
+		})
+		d.stop()
+		if !held {
+			t.Fatal("not killed mid-update")
+		}
+		before := v
+		v, rec = recordedManifest(t, n.dataDir)
+		t.Logf("killed mid-update %d: version %s (advanced: %v) with %d paths, %d entries waiting", round+1, v, !v.Equals(before), len(rec), depth())
+	}
+
+	d = n.daemon(t)
+	waitUntil(t, "the queue to empty", 3*time.Minute, func() bool { return depth() == 0 })
+	d.stop()
+	if f, _ := q.FailedCount(); f != 0 {
+		t.Fatalf("%d entries set aside", f)
+	}
+	_, rec = recordedManifest(t, n.dataDir)
+	if len(rec) != len(paths) {
+		t.Fatalf("manifest records %d paths, %d were queued", len(rec), len(paths))
+	}
+	hashes := strings.Fields(run(t, nil, "nix-store", append([]string{"--store", store, "-q", "--hash"}, paths...)...))
+	for i, p := range paths {
+		if rec[p] != hashes[i] {
+			t.Errorf("%s: recorded NarHash %q, Nix has %s", p, rec[p], hashes[i])
+		}
 	}
 }
