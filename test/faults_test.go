@@ -32,8 +32,8 @@ func freePort(t testing.TB) string {
 
 // TestKillKuboMidNAR kills the external kubo (SIGKILL) while the gateway
 // streams a 256 MiB NAR from it: that response fails (short, never a whole
-// NAR), the daemon stays up, /health says 503 and narinfo answers 404 (not
-// 5xx) while kubo is down, and once kubo is back on the same repo and API
+// NAR), the daemon stays up, /health says 503 and NARs answer 404 (not 5xx)
+// while kubo is down, and once kubo is back on the same repo and API
 // address the daemon serves again, NAR included, with no restart.
 func TestKillKuboMidNAR(t *testing.T) {
 	nixEnv(t)
@@ -74,8 +74,10 @@ func TestKillKuboMidNAR(t *testing.T) {
 		t.Fatal("the daemon exited when kubo died")
 	}
 	waitUntil(t, "/health to report kubo down", 30*time.Second, func() bool { return httpStatus(d.url+"/health") == http.StatusServiceUnavailable })
-	if c := httpStatus(d.url + "/" + hashOf(big) + ".narinfo"); c != http.StatusNotFound {
-		t.Errorf("narinfo with kubo down: %d, want 404", c)
+	// The narinfo may still come from what the resolver holds in memory;
+	// either way never a 5xx, which Nix retries and then fails the build on.
+	if c := httpStatus(d.url + "/" + hashOf(big) + ".narinfo"); c != http.StatusOK && c != http.StatusNotFound {
+		t.Errorf("narinfo with kubo down: %d, want 200 or 404", c)
 	}
 	if c := httpStatus(narURL); c != http.StatusNotFound {
 		t.Errorf("NAR with kubo down: %d, want 404", c)

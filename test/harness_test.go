@@ -130,6 +130,9 @@ func newKubo(t testing.TB) *kubo {
 // at the end of the test.
 func (k *kubo) start(t testing.TB) {
 	t.Helper()
+	// A killed daemon leaves its api file: the CLI would take it for a
+	// live API (or run offline on the repo) while the new one starts.
+	os.Remove(filepath.Join(k.path, "api"))
 	cmd := exec.Command(ipfsBin, "daemon")
 	cmd.Env = append(os.Environ(), k.env()...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "kubo.log"))
