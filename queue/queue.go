@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
@@ -102,6 +103,9 @@ func (q *Queue) Enqueue(paths []string) (Entry, error) {
 	if err := os.MkdirAll(q.Dir(), 0o700); err != nil {
 		return Entry{}, fmt.Errorf("queue: create %s: %w", q.Dir(), err)
 	}
+	if err := ownLike(q.Dir(), q.dataDir); err != nil {
+		return Entry{}, err
+	}
 	now := time.Now()
 	e := Entry{ID: newID(now), Paths: paths, Enqueued: now.UTC()}
 	if err := q.write(q.Dir(), e); err != nil {
@@ -119,16 +123,49 @@ func checkPath(p string) error {
 	return nil
 }
 
-// write stores e in dir as <id>.json, atomically and durably.
+// write stores e in dir as <id>.json, atomically and durably, owned like
+// dir.
 func (q *Queue) write(dir string, e Entry) error {
 	b, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
 		return fmt.Errorf("queue: encode entry %s: %w", e.ID, err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, e.ID+".json"), append(b, '\n'), 0o600); err != nil {
+	f, err := atomicfile.Create(filepath.Join(dir, e.ID+".json"), 0o600)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	defer f.Close()
+	if err := ownLike(f.Name(), dir); err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("queue: write entry %s: %w", e.ID, err)
+	}
+	if err := f.Commit(); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// ownLike gives path the owner of ref when running as root: Nix runs the
+// post-build-hook as root, and the daemon that reads and removes entries
+// may run as the data dir's own user.
+func ownLike(path, ref string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(ref)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 && st.Gid == 0 {
+		return nil
+	}
+	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("queue: give %s to the owner of %s: %w", path, ref, err)
+	}
+	return nil
 }
 
 // syncDir makes renames and removals in dir durable.

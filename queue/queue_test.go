@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,6 +236,37 @@ func TestDefaultBackoff(t *testing.T) {
 	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 9: 256 * time.Second, 10: 5 * time.Minute, 100: 5 * time.Minute} {
 		if got := DefaultBackoff(n); got != want {
 			t.Errorf("DefaultBackoff(%d) = %v, want %v", n, got, want)
+		}
+	}
+}
+
+// As root (Nix runs the post-build-hook as root), entries and the queue
+// directory belong to the data dir's owner, the daemon's user.
+func TestEnqueueAsRootKeepsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test must run as root (scripts/test runs all tests as root)")
+	}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 4242, 4343
+	if err := os.Chown(dataDir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	q := Open(dataDir)
+	e, err := q.Enqueue([]string{pathA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{q.Dir(), filepath.Join(q.Dir(), e.ID+".json")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, uid, gid)
 		}
 	}
 }
