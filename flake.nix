@@ -10,31 +10,24 @@
     in
     {
       packages = forAllSystems (pkgs: {
-        default = pkgs.buildGoModule {
-          pname = "nixipfs";
-          version = "0.1.0";
-          src = self;
-          # NAR hash of `go mod vendor` for this go.mod/go.sum; update when
-          # dependencies change (nix build prints the right one on mismatch).
-          vendorHash = "sha256-XWf27ip1f7CvBD2fPkSObrBWV8eMSXvwyW5Zkl1g5rE=";
-          subPackages = [ "cmd/nixipfs" ];
-          env.CGO_ENABLED = 0;
-          # The integration tests need a kubo binary, Nix as root and a
-          # loopback-only network namespace: they run in CI (scripts/test).
-          doCheck = false;
-          meta = {
-            description = "IPFS-backed binary cache and content store for Nix";
-            mainProgram = "nixipfs";
-          };
-        };
+        default = pkgs.callPackage ./nixos/package.nix { };
       });
+
+      # services.nixipfs (nixos/module.nix), with this flake's package as the
+      # default.
+      nixosModules.default = { lib, pkgs, ... }: {
+        imports = [ ./nixos/module.nix ];
+        services.nixipfs.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      };
+      nixosModules.nixipfs = self.nixosModules.default;
+
+      # pkgs.nixipfs, built with the nixpkgs it is applied to.
+      overlays.default = final: prev: {
+        nixipfs = final.callPackage ./nixos/package.nix { };
+      };
 
       # fetchIPFS: a fixed-output fetch that tries the local gateway by CID,
       # then by hash, then the original URLs (see nixos/README.md).
       lib.fetchIPFS = import ./nixos/fetchipfs.nix;
-
-      overlays.default = final: prev: {
-        nixipfs = self.packages.${prev.stdenv.hostPlatform.system}.default;
-      };
     };
 }

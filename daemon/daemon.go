@@ -77,6 +77,22 @@ type Config struct {
 
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
+
+	// Services run beside the gateway once it listens (a builder, say);
+	// the first to fail ends the daemon.
+	Services []func(ctx context.Context, h Host) error
+}
+
+// Host is what a service running in the daemon can use.
+type Host struct {
+	// GatewayURL is this daemon's binary-cache URL (use it as a
+	// substituter).
+	GatewayURL string
+	// Follow follows an IPNS name as --follow does, trusted as chosen.
+	Follow func(name string)
+	// Metrics is the registry the daemon serves at /metrics (a builder sets
+	// Metrics.JobStates).
+	Metrics *metrics.Metrics
 }
 
 // Run serves until ctx ends.
@@ -184,6 +200,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc.API = cfg.Node.API
 	gc.Paths = resolver
 	gc.Sources = resolver
+	gc.Logs = resolver
 	gc.Metrics = m
 	gc.Status = collector.Collect
 	gc.Health = func(ctx context.Context) error { return health(ctx, cfg.Node, local) }
@@ -216,10 +233,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(lis) }()
+	host := Host{GatewayURL: collector.Gateway, Follow: follows.add, Metrics: m}
+	svcErr := make(chan error, len(cfg.Services))
+	for _, svc := range cfg.Services {
+		go func() {
+			if err := svc(ctx, host); err != nil && ctx.Err() == nil {
+				svcErr <- err
+			}
+		}()
+	}
 
 	select {
 	case <-ctx.Done():
 	case err = <-srvErr:
+	case err = <-svcErr:
 	case err = <-apiErr:
 		if err != nil {
 			err = fmt.Errorf("daemon: IPFS API: %w", err)
@@ -282,6 +309,23 @@ func (s *followSet) watchList(ctx context.Context) {
 			s.reload()
 		}
 	}
+}
+
+// add follows name like a --follow flag.
+func (s *followSet) add(n string) {
+	name, err := manifests.ParseName(n)
+	if err != nil {
+		slog.Warn("follow", "name", n, "err", err)
+		return
+	}
+	s.mu.Lock()
+	if slices.Contains(s.flags, name) {
+		s.mu.Unlock()
+		return
+	}
+	s.flags = append(s.flags, name)
+	s.mu.Unlock()
+	s.apply()
 }
 
 func (s *followSet) setNetwork(names []string) {

@@ -58,8 +58,12 @@ func parseMirrorHash(algo, s string) ([]byte, bool) {
 // because the two patterns would overlap in the mux.
 func (g *Gateway) twoSegments(w http.ResponseWriter, r *http.Request) {
 	first, rest := r.PathValue("first"), r.PathValue("rest")
-	if first == "ipfs" {
+	switch first {
+	case "ipfs":
 		g.ipfsPath(w, r, rest)
+		return
+	case "log":
+		g.buildLog(w, r, rest)
 		return
 	}
 	if g.cfg.Sources == nil {
@@ -80,6 +84,32 @@ func (g *Gateway) twoSegments(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.serveFile(w, r, path.FromCid(c), first+"-"+rest)
+}
+
+// Logs finds build logs by the hash part of their .drv. It returns an error
+// wrapping manifests.ErrNotFound when there is none.
+type Logs interface {
+	Log(ctx context.Context, drvHashPart string) (cid.Cid, error)
+}
+
+// buildLog serves log/<hash>-<name>.drv, where `nix log` looks in a binary
+// cache.
+func (g *Gateway) buildLog(w http.ResponseWriter, r *http.Request, name string) {
+	hash, _, _ := strings.Cut(name, "-")
+	if g.cfg.Logs == nil || !strings.HasSuffix(name, ".drv") || !manifests.ValidHashPart(hash) {
+		notFound(w)
+		return
+	}
+	c, err := g.cfg.Logs.Log(r.Context(), hash)
+	if err != nil {
+		if !errors.Is(err, manifests.ErrNotFound) {
+			g.cfg.Logger.Warn("log lookup", "drv", name, "err", err)
+		}
+		notFound(w)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	g.serveFile(w, r, path.FromCid(c), name)
 }
 
 func (g *Gateway) ipfsPath(w http.ResponseWriter, r *http.Request, rest string) {
@@ -117,7 +147,9 @@ func (g *Gateway) serveFile(w http.ResponseWriter, r *http.Request, p path.Path,
 		http.Error(w, fmt.Sprintf("%s is not a file", p), http.StatusNotFound)
 		return
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	if rc, ok := p.(path.ImmutablePath); ok {
 		w.Header().Set("Etag", `"`+rc.RootCid().String()+`"`)

@@ -34,6 +34,7 @@ type Config struct {
 	API      coreiface.CoreAPI
 	Paths    Lookup
 	Sources  Sources // mirrored files by hash; nil: none
+	Logs     Logs    // build logs by .drv; nil: none
 	StoreDir string  // default /nix/store
 	Priority int     // nix-cache-info Priority; lower wins (cache.nixos.org is 40)
 	// OnServed, if set, is called after a whole NAR was served and matched

@@ -325,6 +325,16 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		r.Close()
 		return nil, err
 	}
+	// Named peers are kept: kubo's peering service redials them when the
+	// connection drops (a builder restarting, say).
+	cfg.Peering.Peers = nil
+	for _, s := range opts.Peers {
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			if pi, err := peer.AddrInfoFromP2pAddr(a); err == nil {
+				cfg.Peering.Peers = append(cfg.Peering.Peers, *pi)
+			}
+		}
+	}
 	if err := r.SetConfig(cfg); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("write IPFS config: %w", err)

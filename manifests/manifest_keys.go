@@ -19,8 +19,14 @@ import (
 //	                  tarballs.nixos.org serves), pointing straight at the
 //	                  file's UnixFS root, not at a PathInfo
 //
+// Build logs (distributed builds) are recorded under
+//
+//	log/<hash>        the .drv's store-path hash, pointing at the log's
+//	                  UnixFS root (the gateway serves it at log/<drv name>)
+//
 // The prefixes keep the key spaces apart.
 const (
+	logKeyPrefix       = "log/"
 	storePathKeyPrefix = "p/"
 	narHashKeyPrefix   = "sha256/"
 	blake3KeyPrefix    = "blake3/"
@@ -38,6 +44,9 @@ func KeySource(algo string, digest []byte) string {
 // maxKeyLen bounds manifest keys: the longest key we make is 71 bytes, and a
 // HAMT shard from another node must not carry arbitrarily large names.
 const maxKeyLen = 256
+
+// KeyLog is the key of the build log of a .drv, by the .drv's hash part.
+func KeyLog(drvHashPart string) string { return logKeyPrefix + drvHashPart }
 
 // KeyStorePath is the key of a store path by its hash part (see ValidHashPart).
 func KeyStorePath(hashPart string) string { return storePathKeyPrefix + hashPart }

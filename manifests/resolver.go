@@ -160,6 +160,21 @@ func (r *Resolver) Source(ctx context.Context, algo string, digest []byte) (cid.
 	return found, nil
 }
 
+// Log returns the UnixFS root of the build log of the .drv whose hash part
+// is given, or an error wrapping ErrNotFound.
+func (r *Resolver) Log(ctx context.Context, drvHashPart string) (cid.Cid, error) {
+	key := KeyLog(drvHashPart)
+	var found cid.Cid
+	r.each(ctx, key, func(_ Followed, c cid.Cid) bool {
+		found = c
+		return true
+	})
+	if !found.Defined() {
+		return cid.Undef, fmt.Errorf("log %s: %w", key, ErrNotFound)
+	}
+	return found, nil
+}
+
 // each calls fn with every manifest's entry for key, own manifest first,
 // until fn returns true. Unreadable manifests are logged and skipped.
 func (r *Resolver) each(ctx context.Context, key string, fn func(src Followed, c cid.Cid) bool) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -13,8 +14,31 @@ type Derivation struct {
 	Path      string              `json:"-"`
 	Outputs   map[string]Output   `json:"outputs"`
 	InputDrvs map[string][]string `json:"inputDrvs"`
+	InputSrcs []string            `json:"inputSrcs"`
+	System    string              `json:"system"`
 	Builder   string              `json:"builder"`
 	Env       map[string]string   `json:"env"`
+}
+
+// RequiredFeatures lists the system features a builder must support to
+// build d (requiredSystemFeatures; structured-attrs derivations are not
+// read).
+func (d Derivation) RequiredFeatures() []string {
+	return strings.Fields(d.Env["requiredSystemFeatures"])
+}
+
+// OutputPaths lists d's output paths, sorted by output name.
+func (d Derivation) OutputPaths() []string {
+	names := make([]string, 0, len(d.Outputs))
+	for n := range d.Outputs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = d.Outputs[n].Path
+	}
+	return out
 }
 
 // Output is one output of a derivation; Hash and HashAlgo are set for

@@ -10,6 +10,7 @@ import (
 	bpath "github.com/ipfs/boxo/path"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 
@@ -105,19 +106,32 @@ func ImportCAR(ctx context.Context, node *ipfsnode.Node, local *manifests.Local,
 			return nil, err
 		}
 	}
+	if len(order) == 0 {
+		return nil, errors.New("import CAR: no PathInfo roots")
+	}
+	results, err := verifyAndRecord(ctx, node, local, offline.Dag(), order, recs, nil)
+	if err != nil {
+		return results, fmt.Errorf("import CAR: %w", err)
+	}
+	return results, nil
+}
+
+// verifyAndRecord renders each record's DAG through dag and checks it
+// against the record's NarHash and NarSize; only when all match does it pin
+// the DAGs and records, add them (and extra keys) to the manifest and
+// publish it.
+func verifyAndRecord(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, dag ipld.NodeGetter, order []cid.Cid, recs map[cid.Cid]*manifests.PathInfo, extra map[string]cid.Cid) ([]Result, error) {
 	var results []Result
 	puts := map[string]cid.Cid{}
 	for _, c := range order {
 		p := recs[c]
-		// Rendering from local blocks only proves the CAR held the whole DAG
-		// and that it is the NAR the record promises.
 		h := sha256.New()
-		n, err := ipldnar.Render(ctx, h, p.Root, offline.Dag())
+		n, err := ipldnar.Render(ctx, h, p.Root, dag)
 		if err != nil {
-			return nil, fmt.Errorf("import CAR: %s: %w", p.StorePath, err)
+			return nil, fmt.Errorf("%s: %w", p.StorePath, err)
 		}
 		if n != p.NarSize || string(h.Sum(nil)) != string(p.NarHash) {
-			return nil, fmt.Errorf("import CAR: %s: DAG renders to %d bytes with another hash than its record says; nothing recorded", p.StorePath, n)
+			return nil, fmt.Errorf("%s: DAG renders to %d bytes with another hash than its record says; nothing recorded", p.StorePath, n)
 		}
 		results = append(results, Result{StorePath: p.StorePath, Root: p.Root, PathInfo: c, NarSize: p.NarSize, Status: Published})
 		for _, k := range manifests.KeysFor(p) {
@@ -126,20 +140,23 @@ func ImportCAR(ctx context.Context, node *ipfsnode.Node, local *manifests.Local,
 	}
 	for _, res := range results {
 		if err := node.API.Pin().Add(ctx, bpath.FromCid(res.Root), options.Pin.Recursive(true)); err != nil {
-			return nil, fmt.Errorf("import CAR: pin %s: %w", res.StorePath, err)
+			return nil, fmt.Errorf("pin %s: %w", res.StorePath, err)
 		}
 		if err := node.API.Pin().Add(ctx, bpath.FromCid(res.PathInfo), options.Pin.Recursive(false)); err != nil {
-			return nil, fmt.Errorf("import CAR: pin %s: %w", res.StorePath, err)
+			return nil, fmt.Errorf("pin %s: %w", res.StorePath, err)
 		}
 	}
+	for k, c := range extra {
+		puts[k] = c
+	}
 	if len(puts) == 0 {
-		return nil, errors.New("import CAR: no PathInfo roots")
+		return nil, nil
 	}
 	if _, err := local.Update(ctx, puts, nil); err != nil {
-		return nil, fmt.Errorf("import CAR: %w", err)
+		return nil, err
 	}
 	if _, err := local.Publish(ctx); err != nil {
-		return results, fmt.Errorf("import CAR: %w", err)
+		return results, err
 	}
 	return results, nil
 }

@@ -19,7 +19,7 @@ import (
 
 // newKey writes a fresh Nix signing key (as `nix key generate-secret` does)
 // and returns the secret key file and the public key.
-func newKey(t *testing.T, name string) (string, string) {
+func newKey(t testing.TB, name string) (string, string) {
 	t.Helper()
 	sk, pk, err := signature.GenerateKeypair(name, rand.Reader)
 	if err != nil {

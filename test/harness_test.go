@@ -52,6 +52,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Setenv("IPFS_TELEMETRY", "off")
+	// No user's nixipfs (or nix) config file reaches the tests.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -242,7 +244,9 @@ func (n *node) publish(t testing.TB, args ...string) []publishResult {
 type running struct {
 	url   string
 	peers []string
-	stop  func() // ends the daemon now (it is ended at cleanup anyway)
+	stop  func()        // ends the daemon now (it is ended at cleanup anyway)
+	kill  func()        // SIGKILLs it
+	log   func() string // its stderr so far
 	pid   int
 }
 
@@ -250,7 +254,14 @@ type running struct {
 // the end of the test.
 func (n *node) daemon(t testing.TB, args ...string) running {
 	t.Helper()
-	name, argv := n.command(append([]string{"daemon", "--listen", "127.0.0.1:0"}, args...)...)
+	return n.serve(t, "daemon", args...)
+}
+
+// serve starts a daemon-like command (daemon, builder) on a free loopback
+// port and waits for its gateway.
+func (n *node) serve(t testing.TB, sub string, args ...string) running {
+	t.Helper()
+	name, argv := n.command(append([]string{sub, "--listen", "127.0.0.1:0"}, args...)...)
 	cmd := exec.Command(name, argv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -263,13 +274,22 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 	urlc := make(chan string, 1)
 	var peers []string
 	var log bytes.Buffer
+	var logMu sync.Mutex
+	logText := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return log.String()
+	}
 	logDone := make(chan struct{})
 	go func() {
 		defer close(logDone)
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
+			logMu.Lock()
 			log.WriteString(line + "\n")
+			logMu.Unlock()
 			if a, ok := strings.CutPrefix(line, "nixipfs: ipfs peer "); ok {
 				peers = append(peers, a)
 			}
@@ -284,17 +304,18 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 	t.Cleanup(func() {
 		stopNow()
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
+			t.Logf("%s log:\n%s", sub, logText())
 		}
 	})
+	kill := func() { cmd.Process.Kill(); <-exited }
 	select {
 	case u := <-urlc:
 		// The peer lines come before the gateway line.
-		return running{url: u, peers: peers, stop: stopNow, pid: cmd.Process.Pid}
+		return running{url: u, peers: peers, stop: stopNow, kill: kill, log: logText, pid: cmd.Process.Pid}
 	case <-exited:
-		t.Fatalf("daemon exited:\n%s", log.String())
+		t.Fatalf("%s exited:\n%s", sub, logText())
 	case <-time.After(60 * time.Second):
-		t.Fatalf("daemon did not start:\n%s", log.String())
+		t.Fatalf("%s did not start:\n%s", sub, logText())
 	}
 	return running{}
 }
@@ -377,7 +398,7 @@ func sha256URL(t testing.TB, url string) (string, int64) {
 }
 
 // nixEnv sets up Nix for a test: nix-command on, no substituters.
-func nixEnv(t *testing.T) {
+func nixEnv(t testing.TB) {
 	nixtest.Env(t)
 	// Nix caches narinfo answers (a 404 for an hour) per cache URL; ports
 	// are reused between tests, so each test gets its own cache.

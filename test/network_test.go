@@ -14,7 +14,7 @@ import (
 	"github.com/nixipfs/nixipfs/internal/nixtest"
 )
 
-func loopbackPeer(t *testing.T, d running) string {
+func loopbackPeer(t testing.TB, d running) string {
 	t.Helper()
 	for _, p := range d.peers {
 		if strings.HasPrefix(p, "/ip4/127.0.0.1/tcp/") {

@@ -251,18 +251,13 @@ func TestQueueKillDaemon(t *testing.T) {
 	if depth() != 60 {
 		t.Fatalf("queue depth %d, want 60", depth())
 	}
-	kill := func(d running) {
-		syscall.Kill(d.pid, syscall.SIGKILL)
-		d.stop() // waits for the process
-	}
-
 	// Mid-queue: the first versions are recorded, the entries still wait.
 	d := n.daemon(t)
 	waitUntil(t, "a manifest version while entries wait", 2*time.Minute, func() bool {
 		_, err := os.Stat(filepath.Join(n.dataDir, "manifest"))
 		return err == nil && depth() > 0
 	})
-	kill(d)
+	d.kill()
 	v, rec := recordedManifest(t, n.dataDir)
 	t.Logf("killed mid-queue: version %s with %d paths, %d entries waiting", v, len(rec), depth())
 
@@ -282,7 +277,7 @@ func TestQueueKillDaemon(t *testing.T) {
 			defer f.Close()
 			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 			if errors.Is(err, syscall.EWOULDBLOCK) {
-				syscall.Kill(d.pid, syscall.SIGKILL)
+				d.kill()
 				held = true
 				return true
 			}
@@ -291,7 +286,6 @@ func TestQueueKillDaemon(t *testing.T) {
 			}
 			return false
 		})
-		d.stop()
 		if !held {
 			t.Fatal("not killed mid-update")
 		}

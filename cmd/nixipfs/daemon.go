@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/nixipfs/nixipfs/daemon"
 	"github.com/nixipfs/nixipfs/gateway"
@@ -18,21 +20,7 @@ import (
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
-	var (
-		listen    string
-		peers     []string
-		swarm     []string
-		priority  int
-		noZstd    bool
-		follow    []string
-		trusted   []string
-		interval  time.Duration
-		netCfg    daemon.Config
-		signKey   string
-		pubs      []string
-		keep      bool
-		discovery []string
-	)
+	var o daemonOpts
 	cmd := &cobra.Command{
 		Use:   "daemon [--listen ADDR]",
 		Short: "Run the IPFS node and the Nix binary-cache gateway",
@@ -46,87 +34,109 @@ While the daemon runs, other nixipfs commands on the same --data-dir use its
 IPFS node through a unix socket in the data dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			keys, err := parseKeys("--trusted-key", trusted)
-			if err != nil {
-				return err
-			}
-			switch netCfg.WatchStore {
-			case "", daemon.WatchSigned, daemon.WatchAll:
-			default:
-				return fmt.Errorf("--watch-store=%s: want signed or all", netCfg.WatchStore)
-			}
-			// Paths from network peers need a signature by a key Nix
-			// trusts (or by a --trusted-key) unless their publisher is
-			// trusted by name; watch-store=signed uses the same keys.
-			var netKeys []signature.PublicKey
-			if netCfg.Network != "" || netCfg.WatchStore != "" {
-				nixKeys, err := g.nixStore().TrustedPublicKeys(ctx)
-				if err != nil {
-					return err
-				}
-				if netKeys, err = parseKeys("trusted-public-keys", nixKeys); err != nil {
-					return err
-				}
-				netKeys = append(netKeys, keys...)
-			}
-			sk, err := loadSignKey(signKey)
-			if err != nil {
-				return err
-			}
-			node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: peers, SwarmListen: swarm, Discovery: discovery})
-			if err != nil {
-				return err
-			}
-			defer node.Close()
-			if node.Embedded() != nil {
-				addrs, err := node.PeerAddrs(ctx)
-				if err != nil {
-					return err
-				}
-				for _, a := range addrs {
-					fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
-				}
-			}
-			cfg := netCfg
-			cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, listen
-			cfg.Gateway = gateway.Config{Priority: priority, NoZstd: noZstd}
-			cfg.Follow, cfg.FollowInterval, cfg.Trusted = follow, interval, keys
-			cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, pubs, keep
-			cfg.Store, cfg.SignKey = g.nixStore(), sk
-			cfg.Ready = func(a net.Addr) {
-				fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
-			}
-			return daemon.Run(ctx, cfg)
+			return o.run(cmd.Context(), g, nil)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&listen, "listen", envOr("NIXIPFS_LISTEN", "127.0.0.1:8080"), "gateway listen address")
-	f.StringArrayVar(&peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable), e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")
-	f.StringArrayVar(&discovery, "discovery", nil, "also find peers by mdns (LAN) or public (the public IPFS network); repeatable; off by default: nothing leaves the machine unless asked")
-	f.StringArrayVar(&swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
-	f.IntVar(&priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
-	f.BoolVar(&noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
-	f.StringArrayVar(&follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
-	f.DurationVar(&interval, "follow-interval", time.Second, "how often followed names are resolved")
-	f.StringArrayVar(&trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
-	f.StringVar(&netCfg.Network, "network", os.Getenv("NIXIPFS_NETWORK"), "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
-	f.DurationVar(&netCfg.AnnounceInterval, "announce-interval", 10*time.Second, "how often to announce our manifest on the network")
-	f.DurationVar(&netCfg.PeerTimeout, "peer-timeout", time.Minute, "drop a network peer not heard from for this long")
-	f.StringArrayVar(&pubs, "trust-publisher", nil, "serve a network peer's paths (by its IPNS name) even without a trusted signature (repeatable)")
-	f.StringVar(&netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
-	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
-	f.DurationVar(&netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
-	f.StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file: --watch-store adds a signature with it")
-	f.BoolVar(&keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
+	o.addFlags(cmd.Flags())
 	return cmd
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+// daemonOpts are the daemon's flags; the builder command runs a daemon too.
+type daemonOpts struct {
+	listen    string
+	peers     []string
+	swarm     []string
+	priority  int
+	noZstd    bool
+	follow    []string
+	trusted   []string
+	interval  time.Duration
+	netCfg    daemon.Config
+	signKey   string
+	pubs      []string
+	keep      bool
+	discovery []string
+}
+
+func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
+	f.StringArrayVar(&o.peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable), e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")
+	f.StringArrayVar(&o.discovery, "discovery", nil, "also find peers by mdns (LAN) or public (the public IPFS network); repeatable; off by default: nothing leaves the machine unless asked")
+	f.StringArrayVar(&o.swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
+	f.IntVar(&o.priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
+	f.BoolVar(&o.noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
+	f.StringArrayVar(&o.follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
+	f.DurationVar(&o.interval, "follow-interval", time.Second, "how often followed names are resolved")
+	f.StringArrayVar(&o.trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
+	f.StringVar(&o.netCfg.Network, "network", "", "join this network: announce our manifest and follow the ones announced (peers still come from --peer)")
+	f.DurationVar(&o.netCfg.AnnounceInterval, "announce-interval", 10*time.Second, "how often to announce our manifest on the network")
+	f.DurationVar(&o.netCfg.PeerTimeout, "peer-timeout", time.Minute, "drop a network peer not heard from for this long")
+	f.StringArrayVar(&o.pubs, "trust-publisher", nil, "serve a network peer's paths (by its IPNS name) even without a trusted signature (repeatable)")
+	f.StringVar(&o.netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
+	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
+	f.DurationVar(&o.netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
+	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: --watch-store adds a signature with it")
+	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
+}
+
+// run opens the node and runs the daemon with the given services.
+func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ipfsnode.Node, sk *signature.SecretKey) ([]func(context.Context, daemon.Host) error, error)) error {
+	keys, err := parseKeys("--trusted-key", o.trusted)
+	if err != nil {
+		return err
 	}
-	return def
+	switch o.netCfg.WatchStore {
+	case "", daemon.WatchSigned, daemon.WatchAll:
+	default:
+		return fmt.Errorf("--watch-store=%s: want signed or all", o.netCfg.WatchStore)
+	}
+	// Paths from network peers need a signature by a key Nix trusts (or
+	// by a --trusted-key) unless their publisher is trusted by name;
+	// watch-store=signed uses the same keys.
+	var netKeys []signature.PublicKey
+	if o.netCfg.Network != "" || o.netCfg.WatchStore != "" {
+		nixKeys, err := g.nixStore().TrustedPublicKeys(ctx)
+		if err != nil {
+			return err
+		}
+		if netKeys, err = parseKeys("trusted-public-keys", nixKeys); err != nil {
+			return err
+		}
+		netKeys = append(netKeys, keys...)
+	}
+	sk, err := loadSignKey(o.signKey)
+	if err != nil {
+		return err
+	}
+	node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: o.peers, SwarmListen: o.swarm, Discovery: o.discovery})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	if node.Embedded() != nil {
+		addrs, err := node.PeerAddrs(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
+		}
+	}
+	cfg := o.netCfg
+	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
+	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd}
+	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys
+	cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, o.pubs, o.keep
+	cfg.Store, cfg.SignKey = g.nixStore(), sk
+	cfg.Ready = func(a net.Addr) {
+		fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
+	}
+	if services != nil {
+		if cfg.Services, err = services(node, sk); err != nil {
+			return err
+		}
+	}
+	return daemon.Run(ctx, cfg)
 }
 
 func parseKeys(what string, ks []string) ([]signature.PublicKey, error) {

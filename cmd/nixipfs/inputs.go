@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -50,7 +49,7 @@ from IPFS.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file to add a signature with")
+	cmd.Flags().StringVar(&signKey, "sign-key", "", "Nix secret key file to add a signature with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

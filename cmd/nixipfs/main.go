@@ -16,6 +16,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/cobra"
 
+	"github.com/nixipfs/nixipfs/config"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/nixstore"
@@ -23,6 +24,8 @@ import (
 
 // globals are the flags every command shares.
 type globals struct {
+	config    string // --config
+	settings  *config.Config
 	dataDir   string
 	ipfsAPI   string
 	store     string
@@ -55,23 +58,26 @@ daemon instead.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.configure(cmd); err != nil {
+				return err
+			}
 			return g.setupLogging()
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.dataDir, "data-dir", defaultDataDir(), "data directory (embedded IPFS repo, manifest index); env NIXIPFS_DATA_DIR")
-	pf.StringVar(&g.ipfsAPI, "ipfs-api", os.Getenv("NIXIPFS_IPFS_API"), "multiaddr of an external kubo RPC API, e.g. /ip4/127.0.0.1/tcp/5001 (default: embedded node)")
-	pf.StringVar(&g.store, "store", os.Getenv("NIXIPFS_STORE"), "Nix store to read from (passed to nix as --store; default: the local store)")
+	pf.StringVar(&g.config, "config", "", "config file (default $XDG_CONFIG_HOME/nixipfs/config.toml, else ~/.config/nixipfs/config.toml)")
+	pf.StringVar(&g.dataDir, "data-dir", defaultDataDir(), "data directory (embedded IPFS repo, manifest index)")
+	pf.StringVar(&g.ipfsAPI, "ipfs-api", "", "multiaddr of an external kubo RPC API, e.g. /ip4/127.0.0.1/tcp/5001 (default: embedded node)")
+	pf.StringVar(&g.store, "store", "", "Nix store to read from (passed to nix as --store; default: the local store)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g), newStatusCmd(g))
+	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g), newConfigCmd(g), newKeysCmd(),
+		newBuildCmd(g), newBuilderCmd(g), newJobsCmd(g), newStatusCmd(g))
+	markConfigFlags(root)
 	return root
 }
 
 func defaultDataDir() string {
-	if d := os.Getenv("NIXIPFS_DATA_DIR"); d != "" {
-		return d
-	}
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "nixipfs")
 	}

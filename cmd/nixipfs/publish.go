@@ -52,7 +52,7 @@ a CI step whose cache push must not fail the build.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&signKey, "sign-key", os.Getenv("NIXIPFS_SIGN_KEY"), "Nix secret key file to add a signature with")
+	f.StringVar(&signKey, "sign-key", "", "Nix secret key file to add a signature with (not with --queue: the daemon signs with its own)")
 	f.BoolVar(&asJSON, "json", false, "print results as JSON")
 	f.BoolVar(&toQueue, "queue", false, "hand the paths to the daemon's publish queue and return at once")
 	f.BoolVar(&warnOnly, "warn-only", false, "print a failure as a warning and exit 0")
@@ -61,7 +61,9 @@ a CI step whose cache push must not fail the build.`,
 
 func runPublish(cmd *cobra.Command, g *globals, args []string, signKey string, asJSON, toQueue bool) error {
 	if toQueue {
-		if cmd.Flags().Changed("sign-key") {
+		// One from the environment or the config file is for direct
+		// publishes; one on the command line contradicts --queue.
+		if g.settings != nil && g.settings.Source(cmd.Flags().Lookup("sign-key")).Kind == "flag" {
 			return errors.New("--sign-key does not apply to --queue: the daemon signs queued paths with its own --sign-key")
 		}
 		paths, err := queue.StorePaths(g.nixStore(), args)

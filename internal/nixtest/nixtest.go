@@ -139,7 +139,7 @@ func AddTree(t testing.TB, store, name string, files map[string]string) string {
 }
 
 // Busybox returns a directory bbdir/bin holding a static busybox and its
-// applets (sh, cat, mkdir, ln, echo, printf, chmod, wc), to be added to a
+// applets (sh, cat, mkdir, ln, echo, printf, chmod, wc, sleep), to be added to a
 // store with builtins.path as a builder toolchain. It is named bbdir.
 func Busybox(t testing.TB) string {
 	t.Helper()
@@ -159,7 +159,7 @@ func Busybox(t testing.TB) string {
 	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"sh", "cat", "mkdir", "ln", "echo", "printf", "chmod", "wc"} {
+	for _, applet := range []string{"sh", "cat", "mkdir", "ln", "echo", "printf", "chmod", "wc", "sleep"} {
 		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
 			t.Fatal(err)
 		}
