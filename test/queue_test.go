@@ -112,6 +112,11 @@ func TestPublishQueue(t *testing.T) {
 			t.Errorf("%v: err %v, stderr %q: want a refusal naming the bad input", bad, err, stderr)
 		}
 	}
+	// A sign key from the environment or the config file is for direct
+	// publishes: --queue goes ahead without it.
+	if _, stderr, err := runErr([]string{"NIXIPFS_PUBLISH_SIGN_KEY=" + keyFile}, nixipfsBin, n.args("publish", "--queue", extra[1])...); err != nil {
+		t.Fatalf("publish --queue with NIXIPFS_PUBLISH_SIGN_KEY set: %v\n%s", err, stderr)
+	}
 	// --warn-only: the same failure is a warning and exit status 0.
 	if _, stderr, err := n.nixipfsErr("publish", "--queue", "--warn-only", "/etc/passwd"); err != nil || !strings.Contains(stderr, "warning") || !strings.Contains(stderr, "/etc/passwd") {
 		t.Errorf("--warn-only: err %v, stderr %q", err, stderr)
@@ -121,13 +126,14 @@ func TestPublishQueue(t *testing.T) {
 	missing := "/nix/store/" + strings.Repeat("0", 32) + "-not-built"
 	n.nixipfs(t, "publish", "--queue", missing)
 	st := n.status(t)
-	if st.Daemon || st.Queue.Waiting != 4 {
-		t.Fatalf("status without a daemon: daemon %v, %d waiting; want 4 (2 hook runs, extra, missing)", st.Daemon, st.Queue.Waiting)
+	if st.Daemon || st.Queue.Waiting != 5 {
+		t.Fatalf("status without a daemon: daemon %v, %d waiting; want 5 (2 hook runs, 2 extra, missing)", st.Daemon, st.Queue.Waiting)
 	}
 
 	d := n.daemon(t, "--sign-key", keyFile)
 	waitServed(t, d.url, top, 30*time.Second)
 	waitServed(t, d.url, extra[0], 30*time.Second)
+	waitServed(t, d.url, extra[1], 30*time.Second)
 	for _, p := range closure {
 		ni := narinfo(t, d.url, p)
 		if !slices.ContainsFunc(ni["Sig"], func(s string) bool { return strings.HasPrefix(s, "nixipfs-queue-1:") }) {
@@ -153,7 +159,7 @@ func TestPublishQueue(t *testing.T) {
 	for _, r := range st.Recent {
 		recent = append(recent, r.StorePath)
 	}
-	for _, p := range append(closure, extra[0], extra[2]) {
+	for _, p := range append(closure, extra...) {
 		if !slices.Contains(recent, p) {
 			t.Errorf("recent publishes %v lack %s", recent, p)
 		}
@@ -162,8 +168,8 @@ func TestPublishQueue(t *testing.T) {
 	if m["nixipfs_queue_depth"] != 0 || m["nixipfs_queue_failed"] != 1 || m[sample("nixipfs_queue_attempts_total", "result", "failed")] != 1 {
 		t.Errorf("queue metrics: depth %v failed %v set aside %v", m["nixipfs_queue_depth"], m["nixipfs_queue_failed"], m[sample("nixipfs_queue_attempts_total", "result", "failed")])
 	}
-	if got := m[sample("nixipfs_queue_published_paths_total", "status", "published")]; int(got) < len(closure)+2 {
-		t.Errorf("published paths counted %v, want at least %d", got, len(closure)+2)
+	if got := m[sample("nixipfs_queue_published_paths_total", "status", "published")]; int(got) < len(closure)+3 {
+		t.Errorf("published paths counted %v, want at least %d", got, len(closure)+3)
 	}
 	// The text form names the set-aside entry and its error.
 	text := n.nixipfs(t, "status")
