@@ -80,7 +80,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
 	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
 	f.DurationVar(&o.netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
-	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: --watch-store adds a signature with it")
+	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: paths published by --watch-store and from the publish queue get a signature with it")
 	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 }
 
