@@ -54,6 +54,9 @@ type WorkerConfig struct {
 	// ResultTimeout bounds how long a result is re-sent without an ack
 	// (default 10 min).
 	ResultTimeout time.Duration
+	// JobStates, if set, is told how many jobs are in each state
+	// ("building", "reporting") whenever that changes (for /metrics).
+	JobStates func(state string, n int)
 }
 
 // Worker claims jobs it can build, builds them with Nix and reports the
@@ -70,8 +73,28 @@ type task struct {
 	job       string
 	requester string
 	lease     int64
+	reporting bool // built (or failed); the result is being sent
 	acked     chan struct{}
 	ackOnce   sync.Once
+}
+
+// states reports the jobs in each state to cfg.JobStates. Call with w.mu
+// held.
+func (w *Worker) states() {
+	if w.cfg.JobStates == nil {
+		return
+	}
+	n := map[string]int{"building": 0, "reporting": 0}
+	for _, t := range w.tasks {
+		if t.reporting {
+			n["reporting"]++
+		} else {
+			n["building"]++
+		}
+	}
+	for s, k := range n {
+		w.cfg.JobStates(s, k)
+	}
 }
 
 // NewWorker returns a worker.
@@ -97,6 +120,9 @@ func NewWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 // Run takes jobs until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	slog.Info("builder ready", "network", w.cfg.Network, "systems", w.cfg.Systems, "features", w.cfg.Features, "maxJobs", w.cfg.MaxJobs)
+	w.mu.Lock()
+	w.states() // zeros, so that /metrics shows the states from the start
+	w.mu.Unlock()
 	return w.t.listen(ctx, func(m Message) { w.handle(ctx, m) })
 }
 
@@ -177,6 +203,7 @@ func (w *Worker) assigned(ctx context.Context, m Message) {
 	default:
 		t = &task{job: m.Job, requester: m.Requester, lease: m.Lease, acked: make(chan struct{})}
 		w.tasks[m.Job] = t
+		w.states()
 	}
 	w.mu.Unlock()
 	w.t.sendLogged(ctx, Message{Kind: KindHeartbeat, Job: m.Job, Requester: m.Requester, Lease: m.Lease})
@@ -192,6 +219,7 @@ func (w *Worker) work(ctx context.Context, t *task, m Message) {
 	defer func() {
 		w.mu.Lock()
 		delete(w.tasks, t.job)
+		w.states()
 		w.mu.Unlock()
 	}()
 	hb := time.Duration(m.HeartbeatMillis) * time.Millisecond
@@ -215,6 +243,10 @@ func (w *Worker) work(ctx context.Context, t *task, m Message) {
 	}()
 
 	res := w.build(ctx, t, m, log)
+	w.mu.Lock()
+	t.reporting = true
+	w.states()
+	w.mu.Unlock()
 	logCID, err := w.storeLog(ctx, t.job, log.bytes())
 	if err != nil {
 		slog.Warn("builds: store log", "job", t.job, "err", err)

@@ -193,6 +193,13 @@ func TestDistributedBuild(t *testing.T) {
 		if jobs := e.jobs(t); jobs[drvs["h"]].State != "built" {
 			t.Errorf("queue says h is %q", jobs[drvs["h"]].State)
 		}
+		// The builders' /metrics count their jobs by state (none left).
+		for _, d := range []running{e.d1, e.d2} {
+			m := string(get(t, d.url+"/metrics"))
+			if !strings.Contains(m, `nixipfs_jobs{state="building"} 0`) || !strings.Contains(m, `nixipfs_jobs{state="reporting"} 0`) {
+				t.Errorf("builder metrics lack job states:\n%s", m)
+			}
+		}
 	})
 
 	t.Run("features", func(t *testing.T) {

@@ -190,6 +190,7 @@ log/<drv>. Inputs built by others must be signed by a key Nix trusts, by a
 						SignKey: *sk, Systems: splitList(systems), Features: splitList(features), Mandatory: splitList(mandatory),
 						MaxJobs: maxJobs, TrustedKeys: append(nixKeys, inputKeys...), TrustedRequesters: reqs,
 						Substituter: h.GatewayURL, Follow: h.Follow, WorkDir: filepath.Join(g.dataDir, "builds"),
+						JobStates: func(state string, n int) { h.Metrics.JobStates.WithLabelValues(state).Set(float64(n)) },
 					})
 					if err != nil {
 						return err
