@@ -34,6 +34,7 @@ type BuildOptions struct {
 	Lease, Heartbeat, OfferInterval, ClaimWindow, Unclaimed time.Duration
 	MaxAttempts                                             int
 	Progress                                                func(Event)
+	BuildLog                                                func(job, text string)
 }
 
 // BuildResult is what Build did.
@@ -98,7 +99,7 @@ func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 	r, err := NewRequester(ctx, RequesterConfig{Until: until, Node: node, Network: o.Network, Queue: q, Manifest: local,
 		TrustedBuilders: o.TrustedBuilders, SignKey: o.SignKey, Lease: o.Lease, Heartbeat: o.Heartbeat,
 		OfferInterval: o.OfferInterval, ClaimWindow: o.ClaimWindow, Unclaimed: o.Unclaimed,
-		MaxAttempts: o.MaxAttempts, Progress: o.Progress})
+		MaxAttempts: o.MaxAttempts, Progress: o.Progress, BuildLog: o.BuildLog})
 	if err != nil {
 		return res, err
 	}

@@ -88,8 +88,10 @@ type Message struct {
 	LeaseMillis     int64 `json:"leaseMs,omitempty"`
 	HeartbeatMillis int64 `json:"heartbeatMs,omitempty"`
 
-	// heartbeat
-	LogTail string `json:"logTail,omitempty"`
+	// heartbeat: the end of the build log so far, and where in the log it
+	// starts (heartbeats may be lost; the offset shows the gap)
+	LogTail   string `json:"logTail,omitempty"`
+	LogOffset int64  `json:"logOffset,omitempty"`
 
 	// result
 	Status  string   `json:"status,omitempty"`
@@ -206,6 +208,9 @@ func Decode(data []byte) (Message, error) {
 		default:
 			return m, fmt.Errorf("unknown result status %q", m.Status)
 		}
+	}
+	if m.LogOffset < 0 {
+		return m, errors.New("negative log offset")
 	}
 	if len(m.LogTail) > 8<<10 {
 		return m, errors.New("log tail over 8 KiB")

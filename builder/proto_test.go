@@ -180,3 +180,21 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestInputLimitsFit checks that an offer or assignment with as many
+// longest-possible input paths as they may carry stays under MaxMessage.
+func TestInputLimitsFit(t *testing.T) {
+	long := "/nix/store/0c4lyy5ds26hl3ic84crvck6al33xh3a-" + strings.Repeat("n", 211-44)
+	inputs := make([]string, max(maxBidInputs, maxAssignInputs))
+	for i := range inputs {
+		inputs[i] = long
+	}
+	sk, _ := testKey(t, "requester-with-a-long-key-name")
+	m := Message{V: Version, Kind: KindAssign, Network: strings.Repeat("n", 200), From: strings.Repeat("p", 60), Seq: time.Now().UnixNano(),
+		Job: testDrv, Requester: strings.Repeat("p", 60), To: strings.Repeat("p", 60), Lease: 1 << 40,
+		Manifest: strings.Repeat("k", 70), Inputs: inputs[:maxAssignInputs], LeaseMillis: 1 << 40, HeartbeatMillis: 1 << 40,
+		System: "x86_64-linux", Features: []string{"kvm", "big-parallel", "benchmark"}}
+	if n := len(signed(t, m, sk)); n > MaxMessage {
+		t.Fatalf("assignment with %d inputs is %d bytes, over %d", maxAssignInputs, n, MaxMessage)
+	}
+}

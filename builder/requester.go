@@ -41,6 +41,9 @@ type RequesterConfig struct {
 	Unclaimed time.Duration
 	// Progress, if set, receives every change of a job.
 	Progress func(Event)
+	// BuildLog, if set, receives the build logs as builders stream them
+	// (the tails their heartbeats carry; a gap is marked).
+	BuildLog func(job, text string)
 	// Until, if set, are the jobs Run waits for; other queued jobs are
 	// worked on meanwhile. Empty: all of them.
 	Until []string
@@ -79,6 +82,7 @@ type Requester struct {
 	reported  map[string]bool      // unclaimed offer reported
 	accepting map[string]bool      // a result is being verified
 	accepted  chan acceptance
+	logged    map[string]int64 // how much of each job's log BuildLog has had
 }
 
 type acceptance struct {
@@ -111,7 +115,8 @@ func NewRequester(ctx context.Context, cfg RequesterConfig) (*Requester, error) 
 	return &Requester{cfg: cfg, t: t, name: name,
 		jobs: map[string]*Job{}, claims: map[string][]claim{}, confirmed: map[string]bool{},
 		leaseEnd: map[string]time.Time{}, nextSend: map[string]time.Time{}, offered: map[string]time.Time{},
-		reported: map[string]bool{}, accepting: map[string]bool{}, accepted: make(chan acceptance, 16)}, nil
+		reported: map[string]bool{}, accepting: map[string]bool{}, accepted: make(chan acceptance, 16),
+		logged: map[string]int64{}}, nil
 }
 
 func setDefault(d *time.Duration, def time.Duration) {
@@ -271,10 +276,18 @@ func (r *Requester) step(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// maxBidInputs bounds the input paths an offer lists for bids, so that an
+// offer stays well under MaxMessage (a store path is at most 211 bytes).
+const maxBidInputs = 200
+
+// maxAssignInputs bounds the inputs an assignment names for the builder to
+// fetch first; Nix fetches any further ones itself as it builds.
+const maxAssignInputs = 250
+
 func (r *Requester) sendOffer(ctx context.Context, j *Job, now time.Time) {
 	r.nextSend[j.Drv] = now.Add(r.cfg.OfferInterval)
 	r.t.sendLogged(ctx, Message{Kind: KindOffer, Job: j.Drv, Requester: r.t.self,
-		System: j.System, Features: j.Features, Inputs: j.Inputs, Manifest: r.name})
+		System: j.System, Features: j.Features, Inputs: j.Inputs[:min(len(j.Inputs), maxBidInputs)], Manifest: r.name})
 }
 
 // Needs describes what a builder needs to build j.
@@ -350,7 +363,7 @@ func (r *Requester) assign(ctx context.Context, j *Job, now time.Time) error {
 
 func (r *Requester) sendAssign(ctx context.Context, j *Job) {
 	r.t.sendLogged(ctx, Message{Kind: KindAssign, Job: j.Drv, Requester: r.t.self, To: j.Builder, Lease: j.Lease,
-		Manifest: r.name, Inputs: j.Inputs, LeaseMillis: r.cfg.Lease.Milliseconds(), HeartbeatMillis: r.cfg.Heartbeat.Milliseconds()})
+		Manifest: r.name, Inputs: j.Inputs[:min(len(j.Inputs), maxAssignInputs)], LeaseMillis: r.cfg.Lease.Milliseconds(), HeartbeatMillis: r.cfg.Heartbeat.Milliseconds()})
 }
 
 // retry re-offers j after an infrastructure failure, with backoff, or fails
@@ -416,6 +429,7 @@ func (r *Requester) handle(ctx context.Context, m Message, now time.Time) error 
 			r.report(j, "building on "+m.From)
 		}
 		r.leaseEnd[j.Drv] = now.Add(r.cfg.Lease)
+		r.streamLog(j.Drv, m)
 	case KindRelease:
 		if j.State != Assigned || !holder {
 			return reject("release from a builder that does not hold the lease")
@@ -447,6 +461,24 @@ func (r *Requester) handle(ctx context.Context, m Message, now time.Time) error 
 		}()
 	}
 	return nil
+}
+
+// streamLog passes on the part of a heartbeat's log tail not passed on yet.
+func (r *Requester) streamLog(job string, m Message) {
+	if r.cfg.BuildLog == nil || m.LogTail == "" {
+		return
+	}
+	done := r.logged[job]
+	end := m.LogOffset + int64(len(m.LogTail))
+	if end <= done {
+		return
+	}
+	from := max(done, m.LogOffset)
+	if m.LogOffset > done {
+		r.cfg.BuildLog(job, fmt.Sprintf("[… %d bytes of log not received …]\n", m.LogOffset-done))
+	}
+	r.cfg.BuildLog(job, m.LogTail[from-m.LogOffset:])
+	r.logged[job] = end
 }
 
 func (r *Requester) ack(ctx context.Context, m Message, ok bool, reason string) {

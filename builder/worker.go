@@ -54,6 +54,9 @@ type WorkerConfig struct {
 	// ResultTimeout bounds how long a result is re-sent without an ack
 	// (default 10 min).
 	ResultTimeout time.Duration
+	// JobStates, if set, is told how many jobs are in each state
+	// ("building", "reporting") whenever that changes (for /metrics).
+	JobStates func(state string, n int)
 }
 
 // Worker claims jobs it can build, builds them with Nix and reports the
@@ -70,8 +73,28 @@ type task struct {
 	job       string
 	requester string
 	lease     int64
+	reporting bool // built (or failed); the result is being sent
 	acked     chan struct{}
 	ackOnce   sync.Once
+}
+
+// states reports the jobs in each state to cfg.JobStates. Call with w.mu
+// held.
+func (w *Worker) states() {
+	if w.cfg.JobStates == nil {
+		return
+	}
+	n := map[string]int{"building": 0, "reporting": 0}
+	for _, t := range w.tasks {
+		if t.reporting {
+			n["reporting"]++
+		} else {
+			n["building"]++
+		}
+	}
+	for s, k := range n {
+		w.cfg.JobStates(s, k)
+	}
 }
 
 // NewWorker returns a worker.
@@ -97,13 +120,10 @@ func NewWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 // Run takes jobs until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	slog.Info("builder ready", "network", w.cfg.Network, "systems", w.cfg.Systems, "features", w.cfg.Features, "maxJobs", w.cfg.MaxJobs)
-	return w.t.listen(ctx, func(m Message) { w.handle(ctx, m) })
-}
-
-func (w *Worker) running() int {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.tasks)
+	w.states() // zeros, so that /metrics shows the states from the start
+	w.mu.Unlock()
+	return w.t.listen(ctx, func(m Message) { w.handle(ctx, m) })
 }
 
 func (w *Worker) handle(ctx context.Context, m Message) {
@@ -183,6 +203,7 @@ func (w *Worker) assigned(ctx context.Context, m Message) {
 	default:
 		t = &task{job: m.Job, requester: m.Requester, lease: m.Lease, acked: make(chan struct{})}
 		w.tasks[m.Job] = t
+		w.states()
 	}
 	w.mu.Unlock()
 	w.t.sendLogged(ctx, Message{Kind: KindHeartbeat, Job: m.Job, Requester: m.Requester, Lease: m.Lease})
@@ -198,6 +219,7 @@ func (w *Worker) work(ctx context.Context, t *task, m Message) {
 	defer func() {
 		w.mu.Lock()
 		delete(w.tasks, t.job)
+		w.states()
 		w.mu.Unlock()
 	}()
 	hb := time.Duration(m.HeartbeatMillis) * time.Millisecond
@@ -215,12 +237,16 @@ func (w *Worker) work(ctx context.Context, t *task, m Message) {
 			case <-hctx.Done():
 				return
 			case <-tk.C:
-				w.t.sendLogged(hctx, Message{Kind: KindHeartbeat, Job: t.job, Requester: t.requester, Lease: t.lease, LogTail: log.tail(2048)})
+				w.t.sendLogged(hctx, Message{Kind: KindHeartbeat, Job: t.job, Requester: t.requester, Lease: t.lease}.withLog(log.tail(2048)))
 			}
 		}
 	}()
 
 	res := w.build(ctx, t, m, log)
+	w.mu.Lock()
+	t.reporting = true
+	w.states()
+	w.mu.Unlock()
 	logCID, err := w.storeLog(ctx, t.job, log.bytes())
 	if err != nil {
 		slog.Warn("builds: store log", "job", t.job, "err", err)
@@ -262,15 +288,17 @@ func (w *Worker) build(ctx context.Context, t *task, m Message, log *logBuffer) 
 	if err := w.waitServed(ctx, []string{t.job}, time.Minute); err != nil {
 		return fail(StatusError, err)
 	}
-	// .drv files and sources are content-addressed text and trees the
-	// requester chose to build; the inputs built by others go through
-	// Nix's signature check below.
-	if err := w.cfg.Store.CopyFrom(ctx, w.cfg.Substituter, []string{t.job}, true, nil); err != nil {
+	// Signatures stay checked: .drv files and sources need none because
+	// they are content-addressed (Nix checks the content against the path),
+	// and anything else in the closure must be signed by a key we trust. A
+	// requester cannot slip a forged copy of some other path into our store,
+	// where other requesters' builds would use it.
+	trusted := append(slices.Clone(w.cfg.TrustedKeys), w.cfg.SignKey.ToPublicKey().String())
+	if err := w.cfg.Store.CopyFrom(ctx, w.cfg.Substituter, []string{t.job}, false, trusted); err != nil {
 		return fail(StatusError, fmt.Errorf("fetch %s: %w", t.job, err))
 	}
 	// Fetch the inputs first, so that one not published yet is an error
 	// here rather than a build of it by Nix.
-	trusted := append(slices.Clone(w.cfg.TrustedKeys), w.cfg.SignKey.ToPublicKey().String())
 	missing, err := w.cfg.Store.Invalid(ctx, m.Inputs)
 	if err != nil {
 		return fail(StatusError, err)
@@ -371,10 +399,11 @@ func removeRoots(root string) {
 	}
 }
 
-// logBuffer collects a build log (bounded: the head and the tail are kept).
+// logBuffer collects a build log (bounded: the tail is kept).
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	dropped int64 // bytes cut from the front
 }
 
 const maxLog = 8 << 20
@@ -385,7 +414,8 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	if b.buf.Len()+len(p) > maxLog {
 		// Keep the last maxLog/2 bytes: the end of a log says why it failed.
 		keep := b.buf.Bytes()[b.buf.Len()-min(b.buf.Len(), maxLog/2):]
-		nb := append([]byte("[… log truncated …]\n"), keep...)
+		b.dropped += int64(b.buf.Len() - len(keep))
+		nb := append([]byte(nil), keep...)
 		b.buf.Reset()
 		b.buf.Write(nb)
 	}
@@ -396,14 +426,29 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 func (b *logBuffer) bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.dropped > 0 {
+		return append([]byte(fmt.Sprintf("[… first %d bytes of the log dropped …]\n", b.dropped)), b.buf.Bytes()...)
+	}
 	return bytes.Clone(b.buf.Bytes())
 }
 
-func (b *logBuffer) tail(n int) string {
+// logTail is the end of a log and its offset in the whole log.
+type logTail struct {
+	text   string
+	offset int64
+}
+
+func (b *logBuffer) tail(n int) logTail {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	data := b.buf.Bytes()
-	return string(data[len(data)-min(n, len(data)):])
+	k := len(data) - min(n, len(data))
+	return logTail{text: string(data[k:]), offset: b.dropped + int64(k)}
+}
+
+func (m Message) withLog(t logTail) Message {
+	m.LogTail, m.LogOffset = t.text, t.offset
+	return m
 }
 
 var _ io.Writer = (*logBuffer)(nil)

@@ -422,6 +422,11 @@ func set(f *pflag.Flag, vals []string) error {
 	return nil
 }
 
+// Source says where the running command's flag f got its value (after
+// Apply): "flag" for the command line. The zero Source for flags that are
+// not keys.
+func (c *Config) Source(f *pflag.Flag) Source { return c.sources[f] }
+
 // Setting is a key's effective value and where it came from.
 type Setting struct {
 	Key     string `json:"key"`

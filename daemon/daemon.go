@@ -11,7 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -22,9 +22,12 @@ import (
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/metrics"
 	"github.com/nixipfs/nixipfs/network"
 	"github.com/nixipfs/nixipfs/nixstore"
 	"github.com/nixipfs/nixipfs/publish"
+	"github.com/nixipfs/nixipfs/queue"
+	"github.com/nixipfs/nixipfs/status"
 )
 
 // Config configures a daemon.
@@ -64,6 +67,14 @@ type Config struct {
 	// leaves.
 	KeepServed bool
 
+	// Metrics, if set, is the registry served at /metrics, for parts wired
+	// from outside to set their own figures in (the build protocol's
+	// JobStates); by default the daemon makes its own.
+	Metrics *metrics.Metrics
+	// QueueInterval is how often the publish queue is looked at (default
+	// 250 ms). Queued paths are signed with SignKey.
+	QueueInterval time.Duration
+
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
 
@@ -79,6 +90,9 @@ type Host struct {
 	GatewayURL string
 	// Follow follows an IPNS name as --follow does, trusted as chosen.
 	Follow func(name string)
+	// Metrics is the registry the daemon serves at /metrics (a builder sets
+	// Metrics.JobStates).
+	Metrics *metrics.Metrics
 }
 
 // Run serves until ctx ends.
@@ -159,20 +173,37 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.New()
+	}
+	recent := newRecentLog(recentKept)
+	store := cfg.Store
+	if store == nil {
+		store = nixstore.New("")
+	}
+	pub := &publish.Publisher{Node: cfg.Node, Store: store, Manifest: local, SignKey: cfg.SignKey}
 	if cfg.WatchStore != "" {
 		wi := cfg.WatchInterval
 		if wi <= 0 {
 			wi = time.Second
 		}
-		pub := &publish.Publisher{Node: cfg.Node, Store: cfg.Store, Manifest: local, SignKey: cfg.SignKey}
-		go watchStore(ctx, pub, cfg.WatchStore, cfg.NetworkKeys, wi)
+		go watchStore(ctx, pub, cfg.WatchStore, cfg.NetworkKeys, wi, recent.add)
 	}
+	worker := &queue.Worker{Queue: queue.Open(cfg.DataDir), Publish: pub.Publish, Interval: cfg.QueueInterval,
+		Metrics: m, OnPublished: recent.add}
+	go worker.Run(ctx)
 
+	collector := &status.Collector{DataDir: cfg.DataDir, Node: cfg.Node, Follower: follower, Metrics: m,
+		Recent: recent.list, PinsEvery: 30 * time.Second}
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
 	gc.Paths = resolver
 	gc.Sources = resolver
 	gc.Logs = resolver
+	gc.Metrics = m
+	gc.Status = collector.Collect
+	gc.Health = func(ctx context.Context) error { return health(ctx, cfg.Node, local) }
 	if cfg.KeepServed {
 		k := newKeeper(cfg.Node.API, local)
 		go k.run(ctx, 2*time.Second)
@@ -192,12 +223,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
 	}
 	slog.Info("gateway listening", "addr", lis.Addr().String(), "ipfs", cfg.Node.Kind())
+	collector.Gateway = gatewayURL(lis.Addr())
+	if err := atomicfile.WriteFile(status.GatewayFile(cfg.DataDir), []byte(collector.Gateway+"\n"), 0o600); err != nil {
+		slog.Warn("write gateway address", "err", err)
+	}
+	defer removeIfOurs(status.GatewayFile(cfg.DataDir), collector.Gateway+"\n")
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr())
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(lis) }()
-	host := Host{GatewayURL: "http://" + lis.Addr().String(), Follow: follows.add}
+	host := Host{GatewayURL: collector.Gateway, Follow: follows.add, Metrics: m}
 	svcErr := make(chan error, len(cfg.Services))
 	for _, svc := range cfg.Services {
 		go func() {
@@ -350,7 +386,77 @@ func writePeers(ctx context.Context, dataDir string, n *network.Network, interva
 }
 
 // PeersFile is where a daemon on a network lists its live peers.
-func PeersFile(dataDir string) string { return filepath.Join(dataDir, "peers.json") }
+func PeersFile(dataDir string) string { return status.PeersFile(dataDir) }
+
+// health is /health's check: the IPFS node answers (for an external kubo, a
+// round trip over its RPC API) and the manifest state is readable.
+func health(ctx context.Context, node *ipfsnode.Node, local *manifests.Local) error {
+	if _, err := node.API.Key().Self(ctx); err != nil {
+		return fmt.Errorf("%s IPFS node: %w", node.Kind(), err)
+	}
+	if _, err := local.CurrentVersion(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// gatewayURL is the URL local clients reach the gateway at: an unspecified
+// listen address (0.0.0.0, ::) is reached on loopback.
+func gatewayURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// removeIfOurs removes file if it still holds what this daemon wrote (a
+// second daemon on the data dir may have replaced it).
+func removeIfOurs(file, content string) {
+	if b, err := os.ReadFile(file); err == nil && string(b) == content {
+		_ = os.Remove(file)
+	}
+}
+
+// recentKept is how many recently published paths the status page lists.
+const recentKept = 50
+
+// recentLog keeps the latest published paths, newest first, with what
+// publishing did (unchanged re-publishes are left out).
+type recentLog struct {
+	mu    sync.Mutex
+	max   int
+	items []status.Published
+}
+
+func newRecentLog(max int) *recentLog { return &recentLog{max: max} }
+
+func (l *recentLog) add(res []publish.Result) {
+	now := time.Now().UTC()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range res {
+		if r.Status == publish.Unchanged {
+			continue
+		}
+		l.items = append([]status.Published{{StorePath: r.StorePath, Status: string(r.Status), Time: now}}, l.items...)
+	}
+	if len(l.items) > l.max {
+		l.items = l.items[:l.max]
+	}
+}
+
+func (l *recentLog) list() []status.Published {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]status.Published(nil), l.items...)
+}
 
 // statusRecorder remembers the status a handler wrote, for the request log.
 type statusRecorder struct {

@@ -34,8 +34,8 @@ const (
 // the path (`nix store sign`): a signed path is published once signed, and
 // with "all" a published path gains its later signatures. A restart sees
 // every path once more; publishing what is already published is a no-op.
-func watchStore(ctx context.Context, pub *publish.Publisher, mode string, keys []signature.PublicKey, interval time.Duration) {
-	w := &watcher{pub: pub, mode: mode, keys: keys, seen: map[string]bool{}, pending: map[string]time.Time{}}
+func watchStore(ctx context.Context, pub *publish.Publisher, mode string, keys []signature.PublicKey, interval time.Duration, onPublished func([]publish.Result)) {
+	w := &watcher{pub: pub, mode: mode, keys: keys, seen: map[string]bool{}, pending: map[string]time.Time{}, onPublished: onPublished}
 	storeDir, dbDir := pub.Store.Dirs()
 	var lastDB string
 	t := time.NewTicker(interval)
@@ -69,6 +69,8 @@ type watcher struct {
 	keys    []signature.PublicKey
 	seen    map[string]bool      // names examined and settled
 	pending map[string]time.Time // names still watched for signatures, since
+
+	onPublished func([]publish.Result)
 }
 
 // dbState summarises the database files' sizes and times: it changes
@@ -132,6 +134,9 @@ func (w *watcher) round(ctx context.Context, storeDir string, now time.Time) err
 	res, err := w.pub.Publish(ctx, selected...)
 	if err != nil {
 		return err
+	}
+	if w.onPublished != nil {
+		w.onPublished(res)
 	}
 	n := 0
 	for _, r := range res {

@@ -19,6 +19,8 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/metrics"
+	"github.com/nixipfs/nixipfs/status"
 )
 
 // Lookup finds the PathInfo of a store-path hash. It returns an error
@@ -41,6 +43,15 @@ type Config struct {
 	// NoZstd turns off zstd Content-Encoding even when clients ask for it.
 	NoZstd bool
 	Logger *slog.Logger
+
+	// Metrics, if set, counts requests, lookups and NAR renders, and is
+	// served at /metrics.
+	Metrics *metrics.Metrics
+	// Status, if set, serves the status page at / and /status.json.
+	Status func(context.Context) *status.Report
+	// Health, if set, is asked by /health: nil is healthy (200), an error
+	// unhealthy (503). Without it /health always answers 200.
+	Health func(context.Context) error
 }
 
 // Gateway is an http.Handler.
@@ -60,7 +71,21 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if m := cfg.Metrics; m != nil {
+		cfg.Paths = countedLookup{next: cfg.Paths, m: m}
+		if cfg.Sources != nil {
+			cfg.Sources = countedSources{next: cfg.Sources, m: m}
+		}
+	}
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux()}
+	g.mux.HandleFunc("GET /health", g.health)
+	if cfg.Metrics != nil {
+		g.mux.Handle("GET /metrics", cfg.Metrics.Handler())
+	}
+	if cfg.Status != nil {
+		g.mux.HandleFunc("GET /{$}", g.statusPage)
+		g.mux.HandleFunc("GET /status.json", g.statusJSON)
+	}
 	g.mux.HandleFunc("GET /nix-cache-info", g.cacheInfo)
 	g.mux.HandleFunc("GET /nar/{file}", g.nar)
 	g.mux.HandleFunc("GET /{file}", g.narinfo)
@@ -69,6 +94,14 @@ func New(cfg Config) *Gateway {
 }
 
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.cfg.Metrics != nil {
+		g.observe(w, r, g.serve)
+		return
+	}
+	g.serve(w, r)
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	// GET patterns match HEAD too; anything else is refused.
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ipfs/boxo/path"
 	"github.com/klauspost/compress/zstd"
@@ -76,6 +77,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		out = zw
 	}
 	vw := newVerifier(out, size, want, start, end)
+	t0 := time.Now()
 	_, err = ipldnar.Render(r.Context(), vw, root, g.cfg.API.Dag())
 	if errors.Is(err, errRangeDone) {
 		err = nil
@@ -83,6 +85,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = vw.finish()
 	}
+	g.observeRender(vw.n, time.Since(t0), err)
 	if err != nil {
 		// Abort the connection: with the tail held back the client gets a
 		// short body (or a broken zstd stream), never a complete wrong NAR.

@@ -181,21 +181,24 @@ func fetch(ctx context.Context, src ipld.NodeGetter, cids []cid.Cid, slots []*sl
 		}
 		return
 	}
-	// GetMany answers in any order and once per distinct CID.
+	// GetMany answers in any order, an error without saying for which CID,
+	// and not always once per distinct CID or with a close: kubo's RPC
+	// client answers once per CID given and never closes the channel. So
+	// stop once every distinct CID is answered, one way or the other, or
+	// when ctx ends; CIDs left unfilled are fetched again by the consumer.
 	waiting := make(map[cid.Cid][]*slot, len(cids))
 	for i, c := range cids {
 		waiting[c] = append(waiting[c], slots[i])
 	}
-	// One answer per distinct CID; kubo's RPC client never closes the
-	// channel, so stop counting there.
 	ch := src.GetMany(ctx, cids)
-	for n := len(waiting); n > 0; n-- {
+	for answers, distinct := 0, len(waiting); answers < distinct; answers++ {
 		var opt *ipld.NodeOption
+		var ok bool
 		select {
-		case opt = <-ch:
+		case opt, ok = <-ch:
 		case <-ctx.Done():
 		}
-		if opt == nil {
+		if !ok {
 			break
 		}
 		if opt.Err != nil || opt.Node == nil {

@@ -148,29 +148,25 @@ func (r *Resolver) pathInfo(ctx context.Context, c cid.Cid) (*PathInfo, error) {
 // Source returns the UnixFS root of a mirrored file by one of its hashes,
 // or an error wrapping ErrNotFound.
 func (r *Resolver) Source(ctx context.Context, algo string, digest []byte) (cid.Cid, error) {
-	key := KeySource(algo, digest)
-	var found cid.Cid
-	r.each(ctx, key, func(_ Followed, c cid.Cid) bool {
-		found = c
-		return true
-	})
-	if !found.Defined() {
-		return cid.Undef, fmt.Errorf("source %s: %w", key, ErrNotFound)
-	}
-	return found, nil
+	return r.first(ctx, "source", KeySource(algo, digest))
 }
 
 // Log returns the UnixFS root of the build log of the .drv whose hash part
 // is given, or an error wrapping ErrNotFound.
 func (r *Resolver) Log(ctx context.Context, drvHashPart string) (cid.Cid, error) {
-	key := KeyLog(drvHashPart)
+	return r.first(ctx, "log", KeyLog(drvHashPart))
+}
+
+// first returns the first manifest's value for key (what names the kind
+// of entry in the error).
+func (r *Resolver) first(ctx context.Context, what, key string) (cid.Cid, error) {
 	var found cid.Cid
 	r.each(ctx, key, func(_ Followed, c cid.Cid) bool {
 		found = c
 		return true
 	})
 	if !found.Defined() {
-		return cid.Undef, fmt.Errorf("log %s: %w", key, ErrNotFound)
+		return cid.Undef, fmt.Errorf("%s %s: %w", what, key, ErrNotFound)
 	}
 	return found, nil
 }

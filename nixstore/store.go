@@ -90,6 +90,21 @@ func (s *Store) Resolve(ctx context.Context, p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return s.resolveIn(dir, p)
+}
+
+// ResolveStatic is Resolve without asking Nix for the store directory: it
+// takes $NIX_STORE_DIR, else /nix/store. It runs no process, for callers
+// that must return at once (a post-build-hook queueing paths).
+func (s *Store) ResolveStatic(p string) (string, error) {
+	dir := "/nix/store"
+	if d := os.Getenv("NIX_STORE_DIR"); d != "" {
+		dir = filepath.Clean(d)
+	}
+	return s.resolveIn(dir, p)
+}
+
+func (s *Store) resolveIn(dir, p string) (string, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", p, err)

@@ -47,7 +47,7 @@ in {
   inherit a b c d e f g h bad;
   kvm = mk "kvm" { requiredSystemFeatures = [ "kvm" ]; } "echo kvm > $out";
   never = mk "never" { requiredSystemFeatures = [ "no-such-feature" ]; } "echo never > $out";
-  slow = mk "slow" {} "sleep 4; echo slow > $out";
+  slow = mk "slow" {} "echo slow-start; sleep 4; echo slow > $out";
   afterBad = mk "after-bad" {} "cat ${bad} > $out";
 }
 `
@@ -193,6 +193,13 @@ func TestDistributedBuild(t *testing.T) {
 		if jobs := e.jobs(t); jobs[drvs["h"]].State != "built" {
 			t.Errorf("queue says h is %q", jobs[drvs["h"]].State)
 		}
+		// The builders' /metrics count their jobs by state (none left).
+		for _, d := range []running{e.d1, e.d2} {
+			m := string(get(t, d.url+"/metrics"))
+			if !strings.Contains(m, `nixipfs_jobs{state="building"} 0`) || !strings.Contains(m, `nixipfs_jobs{state="reporting"} 0`) {
+				t.Errorf("builder metrics lack job states:\n%s", m)
+			}
+		}
 	})
 
 	t.Run("features", func(t *testing.T) {
@@ -295,15 +302,7 @@ func TestDistributedBuild(t *testing.T) {
 		// builder's output.
 		fresh := e.instantiate(t)
 		k := startKubo(t)
-		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", fresh["slow"])...)...)
-		var out bytes.Buffer
-		errOut := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = &out, errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		cmd, _, errOut, done := e.startBuild(t, "--wait", fresh["slow"])
 		rPeer := waitPeerLine(t, errOut)
 		k.ipfs(t, "swarm", "connect", rPeer)
 		intruder := strings.TrimSpace(k.ipfs(t, "id", "-f", "<id>"))
@@ -362,15 +361,7 @@ func TestDistributedBuild(t *testing.T) {
 		// Builder 2 leaves; the slow job goes to builder 1, which is killed
 		// mid-build; the lease runs out and builder 2, back, finishes it.
 		e.d2.stop()
-		cmd := exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", drvs["slow"])...)...)
-		var out bytes.Buffer
-		errOut := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = &out, errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		cmd, out, errOut, done := e.startBuild(t, "--wait", "--print-build-logs", drvs["slow"])
 		deadline := time.Now().Add(time.Minute)
 		for builds(e.d1.log())[drvs["slow"]] == 0 {
 			if time.Now().After(deadline) {
@@ -393,6 +384,10 @@ func TestDistributedBuild(t *testing.T) {
 		if !strings.Contains(errOut.String(), "expired") {
 			t.Errorf("no lease expiry reported:\n%s", errOut.String())
 		}
+		// The log streamed while the job was building (heartbeats).
+		if !strings.Contains(errOut.String(), "slow> slow-start") {
+			t.Errorf("build log not streamed:\n%s", errOut.String())
+		}
 		if b := e.jobs(t)[drvs["slow"]].Builder; b != peerIDOf(loopbackPeer(t, e.d2)) {
 			t.Fatalf("slow job finished by %s, not builder 2", b)
 		}
@@ -400,6 +395,21 @@ func TestDistributedBuild(t *testing.T) {
 			t.Fatalf("build printed %q", out.String())
 		}
 	})
+}
+
+// startBuild starts `nixipfs build` with the requester's flags in the
+// background; done receives its exit.
+func (e *buildEnv) startBuild(t *testing.T, args ...string) (cmd *exec.Cmd, out *bytes.Buffer, errOut *syncBuffer, done chan error) {
+	cmd = exec.Command(nixipfsBin, e.r.args(append(slices.Clone(e.opts), args...)...)...)
+	out, errOut = &bytes.Buffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, out, errOut, done
 }
 
 // waitPeerLine waits for a command's "nixipfs: ipfs peer" loopback line.

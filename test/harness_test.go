@@ -94,6 +94,9 @@ func stop(cmd *exec.Cmd, exited <-chan struct{}) {
 type kubo struct {
 	path string
 	api  string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 func (k *kubo) env() []string { return []string{"IPFS_PATH=" + k.path, "IPFS_TELEMETRY=off"} }
@@ -106,6 +109,14 @@ func (k *kubo) ipfs(t testing.TB, args ...string) string {
 
 func startKubo(t testing.TB) *kubo {
 	t.Helper()
+	k := newKubo(t)
+	k.start(t)
+	return k
+}
+
+// newKubo makes a kubo repo (not started).
+func newKubo(t testing.TB) *kubo {
+	t.Helper()
 	k := &kubo{path: t.TempDir()}
 	run(t, k.env(), ipfsBin, "init", "--profile=test", "--empty-repo")
 	// IPNS over pubsub: followers see new manifest versions in milliseconds.
@@ -114,6 +125,16 @@ func startKubo(t testing.TB) *kubo {
 	// A DHT server, so that peers on loopback find each other's provider
 	// records (replica counts for gc).
 	run(t, k.env(), ipfsBin, "config", "Routing.Type", "dhtserver")
+	return k
+}
+
+// start starts the daemon on the repo and waits for its API; it is stopped
+// at the end of the test.
+func (k *kubo) start(t testing.TB) {
+	t.Helper()
+	// A killed daemon leaves its api file: the CLI would take it for a
+	// live API (or run offline on the repo) while the new one starts.
+	os.Remove(filepath.Join(k.path, "api"))
 	cmd := exec.Command(ipfsBin, "daemon")
 	cmd.Env = append(os.Environ(), k.env()...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "kubo.log"))
@@ -127,13 +148,14 @@ func startKubo(t testing.TB) *kubo {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { stop(cmd, exited) })
+	k.cmd, k.exited = cmd, exited
 	// The daemon writes $IPFS_PATH/api once its API listens; poll it.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if b, err := os.ReadFile(filepath.Join(k.path, "api")); err == nil && len(b) > 0 {
 			k.api = strings.TrimSpace(string(b))
 			if _, _, err := runErr(k.env(), ipfsBin, "id"); err == nil {
-				return k
+				return
 			}
 		}
 		select {
@@ -149,11 +171,29 @@ func startKubo(t testing.TB) *kubo {
 	}
 }
 
+// kill ends the daemon with SIGKILL, as a crash would, and waits for it.
+func (k *kubo) kill() {
+	k.cmd.Process.Kill()
+	<-k.exited
+}
+
 // node is one nixipfs installation: a data dir, optionally an external kubo.
 type node struct {
 	dataDir string
 	ipfsAPI string
 	store   string // Nix store the node publishes from
+	// wrap, if set, runs nixipfs through this command (e.g. nsenter into
+	// a mount namespace).
+	wrap []string
+}
+
+// command returns the program and arguments that run nixipfs with args.
+func (n *node) command(args ...string) (string, []string) {
+	all := n.args(args...)
+	if len(n.wrap) == 0 {
+		return nixipfsBin, all
+	}
+	return n.wrap[0], append(append(append([]string(nil), n.wrap[1:]...), nixipfsBin), all...)
 }
 
 func newNode(t testing.TB, store string, k *kubo) *node {
@@ -178,7 +218,8 @@ func (n *node) args(args ...string) []string {
 // nixipfs runs the CLI and returns stdout, failing the test on error.
 func (n *node) nixipfs(t testing.TB, args ...string) string {
 	t.Helper()
-	return run(t, nil, nixipfsBin, n.args(args...)...)
+	name, argv := n.command(args...)
+	return run(t, nil, name, argv...)
 }
 
 type publishResult struct {
@@ -206,6 +247,7 @@ type running struct {
 	stop  func()        // ends the daemon now (it is ended at cleanup anyway)
 	kill  func()        // SIGKILLs it
 	log   func() string // its stderr so far
+	pid   int
 }
 
 // daemon starts `nixipfs daemon` on a free loopback port. It is stopped at
@@ -219,7 +261,8 @@ func (n *node) daemon(t testing.TB, args ...string) running {
 // port and waits for its gateway.
 func (n *node) serve(t testing.TB, sub string, args ...string) running {
 	t.Helper()
-	cmd := exec.Command(nixipfsBin, n.args(append([]string{sub, "--listen", "127.0.0.1:0"}, args...)...)...)
+	name, argv := n.command(append([]string{sub, "--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(name, argv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +311,7 @@ func (n *node) serve(t testing.TB, sub string, args ...string) running {
 	select {
 	case u := <-urlc:
 		// The peer lines come before the gateway line.
-		return running{url: u, peers: peers, stop: stopNow, kill: kill, log: logText}
+		return running{url: u, peers: peers, stop: stopNow, kill: kill, log: logText, pid: cmd.Process.Pid}
 	case <-exited:
 		t.Fatalf("%s exited:\n%s", sub, logText())
 	case <-time.After(60 * time.Second):

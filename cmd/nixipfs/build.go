@@ -28,6 +28,8 @@ func newBuildCmd(g *globals) *cobra.Command {
 		builders []string
 		signKey  string
 		timeout  time.Duration
+
+		printLogs bool
 	)
 	cmd := &cobra.Command{
 		Use:   "build --network NAME [--wait] DRV...",
@@ -85,6 +87,19 @@ The exit status is non-zero if a build failed or a job is still unbuilt when
 			o.Progress = func(e builder.Event) {
 				fmt.Fprintf(os.Stderr, "nixipfs: %-8s %s: %s\n", e.State, e.Job, e.Note)
 			}
+			if printLogs {
+				o.BuildLog = func(job, text string) {
+					name := strings.TrimSuffix(filepath.Base(job), ".drv")
+					if _, n, ok := strings.Cut(name, "-"); ok {
+						name = n
+					}
+					for _, line := range strings.SplitAfter(text, "\n") {
+						if line != "" {
+							fmt.Fprintf(os.Stderr, "%s> %s", name, strings.TrimRight(line, "\n")+"\n")
+						}
+					}
+				}
+			}
 			res, err := builder.Build(ctx, o)
 			for _, p := range res.Outputs {
 				fmt.Fprintln(cmd.OutOrStdout(), p)
@@ -122,6 +137,7 @@ The exit status is non-zero if a build failed or a job is still unbuilt when
 	f.DurationVar(&o.ClaimWindow, "claim-window", time.Second, "how long claims are gathered before choosing a builder")
 	f.DurationVar(&o.Unclaimed, "unclaimed-after", 30*time.Second, "report a job no builder has claimed after this long")
 	f.IntVar(&o.MaxAttempts, "max-attempts", 5, "infrastructure failures (not build failures) before a job fails")
+	f.BoolVarP(&printLogs, "print-build-logs", "L", false, "print the builders' logs as their heartbeats bring them")
 	f.DurationVar(&timeout, "timeout", 0, "give up waiting after this long (the jobs stay queued); 0: no limit")
 	return cmd
 }
@@ -174,6 +190,7 @@ log/<drv>. Inputs built by others must be signed by a key Nix trusts, by a
 						SignKey: *sk, Systems: splitList(systems), Features: splitList(features), Mandatory: splitList(mandatory),
 						MaxJobs: maxJobs, TrustedKeys: append(nixKeys, inputKeys...), TrustedRequesters: reqs,
 						Substituter: h.GatewayURL, Follow: h.Follow, WorkDir: filepath.Join(g.dataDir, "builds"),
+						JobStates: func(state string, n int) { h.Metrics.JobStates.WithLabelValues(state).Set(float64(n)) },
 					})
 					if err != nil {
 						return err

@@ -31,7 +31,12 @@ name. Point Nix at it with 'substituters = http://127.0.0.1:8080'.
 The gateway listens on 127.0.0.1 unless you name another address. The embedded
 IPFS node listens on loopback only and meets only the --peer addresses given.
 While the daemon runs, other nixipfs commands on the same --data-dir use its
-IPFS node through a unix socket in the data dir.`,
+IPFS node through a unix socket in the data dir.
+
+The daemon publishes what 'nixipfs publish --queue' queued in the data dir,
+signed with --sign-key. The gateway also serves a status page at /, the same
+report at /status.json, Prometheus metrics at /metrics and /health (503 when
+the IPFS node does not answer).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), g, nil)
@@ -75,7 +80,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.netCfg.WatchStore, "watch-store", "", "publish new store paths as they appear: signed (by a trusted key) or all")
 	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
 	f.DurationVar(&o.netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
-	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: --watch-store adds a signature with it")
+	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: paths published by --watch-store and from the publish queue get a signature with it")
 	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 }
 

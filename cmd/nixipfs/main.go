@@ -72,7 +72,7 @@ daemon instead.`,
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g), newConfigCmd(g), newKeysCmd(),
-		newBuildCmd(g), newBuilderCmd(g), newJobsCmd(g))
+		newBuildCmd(g), newBuilderCmd(g), newJobsCmd(g), newStatusCmd(g))
 	markConfigFlags(root)
 	return root
 }

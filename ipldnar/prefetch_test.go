@@ -1,0 +1,98 @@
+package ipldnar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+)
+
+// rpcLikeGetter answers GetMany as kubo's RPC client does: one goroutine
+// and one answer per CID given (duplicates included), errors without the
+// CID, and a channel that is never closed.
+type rpcLikeGetter struct {
+	ng    ipld.NodeGetter
+	fails atomic.Bool // after it is set, every fetch fails
+}
+
+var errGone = errors.New("connection refused")
+
+func (g *rpcLikeGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	if g.fails.Load() {
+		return nil, errGone
+	}
+	return g.ng.Get(ctx, c)
+}
+
+func (g *rpcLikeGetter) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.NodeOption {
+	out := make(chan *ipld.NodeOption)
+	for _, c := range cids {
+		go func() {
+			n, err := g.Get(ctx, c)
+			select {
+			case out <- &ipld.NodeOption{Node: n, Err: err}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return out
+}
+
+// A NodeGetter whose GetMany never closes its channel (kubo's RPC client)
+// must neither hang rendering nor leave it waiting when fetches fail.
+func TestRenderGetManyNeverCloses(t *testing.T) {
+	data := randBytes(7, 40<<20+123) // 41 leaves: many prefetch batches
+	nar := encodeNAR(dir(ent("a", file(data)), ent("b", file(data[:3<<20]))))
+	ds := mdtest.Mock()
+	res := mustImport(t, nar, ds)
+	g := &rpcLikeGetter{ng: ds}
+
+	done := make(chan []byte)
+	go func() { done <- mustRender(t, res.Root, g) }()
+	select {
+	case got := <-done:
+		if !bytes.Equal(got, nar) {
+			t.Fatal("rendered NAR differs")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Render hangs on a GetMany that never closes")
+	}
+
+	// Fetches start failing mid-render (the node went away): Render ends
+	// with the error.
+	w := &failAfter{n: 5 << 20, g: g}
+	errc := make(chan error)
+	go func() {
+		_, err := Render(context.Background(), w, res.Root, g)
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errGone) {
+			t.Fatalf("Render with the node gone: %v, want %v", err, errGone)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Render hangs when fetches fail")
+	}
+}
+
+// failAfter makes g fail once n bytes were written.
+type failAfter struct {
+	n       int
+	written int
+	g       *rpcLikeGetter
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	f.written += len(p)
+	if f.written >= f.n {
+		f.g.fails.Store(true)
+	}
+	return len(p), nil
+}
