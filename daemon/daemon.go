@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/metrics"
+	"github.com/nixipfs/nixipfs/narcache"
 	"github.com/nixipfs/nixipfs/network"
 	"github.com/nixipfs/nixipfs/nixstore"
 	"github.com/nixipfs/nixipfs/publish"
@@ -36,6 +39,9 @@ type Config struct {
 	Node    *ipfsnode.Node
 	Listen  string // gateway address, e.g. 127.0.0.1:8080
 	Gateway gateway.Config
+	// NARCacheSize bounds the NARs kept in DataDir/nar-cache once rendered
+	// and verified, and served from there again (bytes; 0: none).
+	NARCacheSize int64
 	// Follow are IPNS names to follow besides those in the data dir's
 	// follow list (nixipfs follow add).
 	Follow []string
@@ -198,6 +204,14 @@ func Run(ctx context.Context, cfg Config) error {
 		Recent: recent.list, PinsEvery: 30 * time.Second}
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
+	if cfg.NARCacheSize > 0 {
+		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		defer nc.Close()
+		gc.NARCache = nc
+	}
 	gc.Paths = resolver
 	gc.Sources = resolver
 	gc.Logs = resolver
@@ -470,6 +484,12 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 // Flush keeps streaming responses streaming through the wrapper.
+// ReadFrom keeps sendfile working through the wrapper (NARs served from
+// the NAR cache).
+func (s *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	return io.Copy(s.ResponseWriter, src)
+}
+
 func (s *statusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/metrics"
+	"github.com/nixipfs/nixipfs/narcache"
 	"github.com/nixipfs/nixipfs/status"
 )
 
@@ -43,6 +44,9 @@ type Config struct {
 	// NoZstd turns off zstd Content-Encoding even when clients ask for it.
 	NoZstd bool
 	Logger *slog.Logger
+	// NARCache, if set, keeps NARs once rendered and verified, and serves
+	// them again from there (see nar.go).
+	NARCache *narcache.Cache
 
 	// Metrics, if set, counts requests, lookups and NAR renders, and is
 	// served at /metrics.

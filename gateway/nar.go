@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixipfs/nixipfs/ipldnar"
+	"github.com/nixipfs/nixipfs/narcache"
 )
 
 func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
@@ -76,9 +78,28 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		defer zw.Close()
 		out = zw
 	}
+	if g.serveCached(out, root, want, size, start, end) {
+		if zw != nil {
+			if err := zw.Close(); err != nil {
+				panic(http.ErrAbortHandler)
+			}
+		}
+		if start == 0 && end == size && g.cfg.OnServed != nil {
+			g.cfg.OnServed(NarRef{Root: root, NarSize: size, NarHash: want})
+		}
+		return
+	}
 	vw := newVerifier(out, size, want, start, end)
+	var sink io.Writer = vw
+	var cw *narcache.Writer
+	if vw.full && g.cfg.NARCache != nil {
+		// Rendered once, verified, then served from the cache's file.
+		if cw = g.cfg.NARCache.Create(root, want, size); cw != nil {
+			sink = io.MultiWriter(vw, cw) // cw never fails: vw's errors stand
+		}
+	}
 	t0 := time.Now()
-	_, err = ipldnar.Render(r.Context(), vw, root, g.cfg.API.Dag())
+	_, err = ipldnar.Render(r.Context(), sink, root, g.cfg.API.Dag())
 	if errors.Is(err, errRangeDone) {
 		err = nil
 	}
@@ -86,6 +107,13 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		err = vw.finish()
 	}
 	g.observeRender(vw.n, time.Since(t0), err)
+	if cw != nil {
+		if err == nil {
+			cw.Commit() // finish checked size and NarHash
+		} else {
+			cw.Abort()
+		}
+	}
 	if err != nil {
 		// Abort the connection: with the tail held back the client gets a
 		// short body (or a broken zstd stream), never a complete wrong NAR.
@@ -103,6 +131,31 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	if vw.full && g.cfg.OnServed != nil {
 		g.cfg.OnServed(NarRef{Root: root, NarSize: size, NarHash: want})
 	}
+}
+
+// serveCached answers from the NAR cache when it holds the NAR: bytes
+// [start, end) to out, which for an identity response is w itself, so the
+// file goes to the socket with sendfile (wrappers of w must implement
+// io.ReaderFrom to keep that). The NAR was checked against its
+// NarHash when it was cached. It reports false, having written nothing, on
+// a miss.
+func (g *Gateway) serveCached(out io.Writer, root cid.Cid, want []byte, size, start, end int64) bool {
+	if g.cfg.NARCache == nil {
+		return false
+	}
+	f := g.cfg.NARCache.Open(root, want, size)
+	if f == nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if n, err := io.Copy(out, io.LimitReader(f, end-start)); err != nil || n != end-start {
+		// A short body: the client sees the NAR is incomplete.
+		panic(http.ErrAbortHandler)
+	}
+	return true
 }
 
 func acceptsZstd(ae string) bool {

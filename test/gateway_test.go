@@ -19,6 +19,7 @@ import (
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/narcache"
 	"github.com/nixipfs/nixipfs/publish"
 )
 
@@ -75,7 +76,35 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gateway.New(gateway.Config{API: node.API, Paths: resolver}))
+	t.Run("rendered", func(t *testing.T) { checkWrongNAR(t, node, resolver, nil, narA, narB, honest, forged) })
+	// With a NAR cache: the forged NAR never enters it, so it aborts every
+	// time; the honest one is cached once verified and then served from
+	// the cache, in full, through zstd and by ranges.
+	nc, err := narcache.Open(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("cached", func(t *testing.T) {
+		for pass := range 2 {
+			checkWrongNAR(t, node, resolver, nc, narA, narB, honest, forged)
+			nc.Close() // the honest NAR's commit is done
+			if nc.Size() != int64(len(narA)) {
+				t.Fatalf("pass %d: cache holds %d bytes, want the honest NAR's %d", pass, nc.Size(), len(narA))
+			}
+			f := nc.Open(honest.Root, honest.NarHash, honest.NarSize)
+			if f == nil {
+				t.Fatalf("pass %d: honest NAR not cached", pass)
+			}
+			f.Close()
+			if nc.Open(forged.Root, forged.NarHash, forged.NarSize) != nil {
+				t.Fatal("forged NAR cached")
+			}
+		}
+	})
+}
+
+func checkWrongNAR(t *testing.T, node *ipfsnode.Node, resolver gateway.Lookup, nc *narcache.Cache, narA, narB []byte, honest, forged *manifests.PathInfo) {
+	srv := httptest.NewServer(gateway.New(gateway.Config{API: node.API, Paths: resolver, NARCache: nc}))
 	defer srv.Close()
 	for hash, want := range map[string]int{
 		"00000000000000000000000000000000": http.StatusOK,

@@ -53,6 +53,7 @@ type daemonOpts struct {
 	swarm     []string
 	priority  int
 	noZstd    bool
+	narCache  int64
 	follow    []string
 	trusted   []string
 	interval  time.Duration
@@ -70,6 +71,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.swarm, "swarm-listen", nil, "IPFS swarm listen multiaddr (repeatable; default /ip4/127.0.0.1/tcp/0)")
 	f.IntVar(&o.priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
 	f.BoolVar(&o.noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
+	f.Int64Var(&o.narCache, "nar-cache-mb", 4096, "MiB of NARs kept on disk once rendered and verified (data dir's nar-cache), served from there again; 0: render every request")
 	f.StringArrayVar(&o.follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&o.interval, "follow-interval", time.Second, "how often followed names are resolved")
 	f.StringArrayVar(&o.trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
@@ -94,6 +96,9 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	case "", daemon.WatchSigned, daemon.WatchAll:
 	default:
 		return fmt.Errorf("--watch-store=%s: want signed or all", o.netCfg.WatchStore)
+	}
+	if o.narCache < 0 || o.narCache > 1<<40 {
+		return fmt.Errorf("--nar-cache-mb=%d: want 0 (off) or a size in MiB", o.narCache)
 	}
 	// Paths from network peers need a signature by a key Nix trusts (or
 	// by a --trusted-key) unless their publisher is trusted by name;
@@ -129,6 +134,7 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	}
 	cfg := o.netCfg
 	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
+	cfg.NARCacheSize = o.narCache << 20
 	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd}
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys
 	cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, o.pubs, o.keep
