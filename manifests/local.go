@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,6 +35,27 @@ const KeyName = "self"
 type Local struct {
 	dir string
 	api coreiface.CoreAPI
+
+	// The state file's last reading, reused while the file is the same
+	// (an update renames a new file into place): the gateway asks for the
+	// current version on every lookup.
+	mu     sync.Mutex
+	stamp  fileStamp
+	cached cid.Cid
+	readAt time.Time // re-read at least every second, whatever the stamp says
+}
+
+type fileStamp struct {
+	ino, size int64
+	mtime     time.Time
+}
+
+func stampOf(fi fs.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = int64(sys.Ino)
+	}
+	return st
 }
 
 // OpenLocal opens the manifest state kept in dataDir.
@@ -46,6 +68,22 @@ func (l *Local) stateFile() string { return filepath.Join(l.dir, "manifest") }
 // CurrentVersion returns the recorded version CID (cid.Undef when nothing
 // has been published yet).
 func (l *Local) CurrentVersion() (cid.Cid, error) {
+	// One stat while the file is unchanged; read it when it was replaced.
+	fi, err := os.Stat(l.stateFile())
+	if errors.Is(err, fs.ErrNotExist) {
+		return cid.Undef, nil
+	}
+	if err != nil {
+		return cid.Undef, fmt.Errorf("read manifest state: %w", err)
+	}
+	st := stampOf(fi)
+	l.mu.Lock()
+	if st == l.stamp && l.cached.Defined() && time.Since(l.readAt) < time.Second {
+		c := l.cached
+		l.mu.Unlock()
+		return c, nil
+	}
+	l.mu.Unlock()
 	b, err := os.ReadFile(l.stateFile())
 	if errors.Is(err, fs.ErrNotExist) {
 		return cid.Undef, nil
@@ -57,6 +95,11 @@ func (l *Local) CurrentVersion() (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, fmt.Errorf("manifest state %s: %w", l.stateFile(), err)
 	}
+	// The stamp taken before the read: if the file was replaced in
+	// between, the next call sees another stamp and reads again.
+	l.mu.Lock()
+	l.stamp, l.cached, l.readAt = st, c, time.Now()
+	l.mu.Unlock()
 	return c, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
@@ -30,6 +31,16 @@ type Resolver struct {
 	// manifests, by DAG root, so that a NAR served from one can be traced
 	// back to its record (NAR URLs name only the root).
 	followed *lru.Cache[cid.Cid, *PathInfo]
+	// answers remembers Lookup's answers, found or not, by hash part, for
+	// as long as the manifests searched stay the same versions: a repeated
+	// narinfo costs no HAMT walk.
+	answers *lru.Cache[string, answer]
+}
+
+type answer struct {
+	versions string // the versions searched, as versionsKey gives them
+	p        *PathInfo
+	source   string // the manifest it came from ("" for ours)
 }
 
 // Policy says which paths need a signature by a trusted key to be served.
@@ -68,7 +79,21 @@ func NewResolver(api coreiface.CoreAPI, local *Local, follower *Follower, policy
 	ms, _ := lru.New[cid.Cid, *Manifest](64)
 	is, _ := lru.New[cid.Cid, *PathInfo](16384)
 	fs, _ := lru.New[cid.Cid, *PathInfo](4096)
-	return &Resolver{local: local, follower: follower, offline: off, policy: policy, manifests: ms, infos: is, followed: fs}, nil
+	as, _ := lru.New[string, answer](65536)
+	return &Resolver{local: local, follower: follower, offline: off, policy: policy, manifests: ms, infos: is, followed: fs, answers: as}, nil
+}
+
+// versionsKey names a list of versions, to tell whether a remembered
+// answer is still current.
+func versionsKey(vs []Followed) string {
+	var b strings.Builder
+	for _, v := range vs {
+		b.WriteString(v.Name)
+		b.WriteByte('=')
+		b.WriteString(v.Version.KeyString())
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // versions lists the manifests to search, own (name "") first.
@@ -103,14 +128,30 @@ func (r *Resolver) Lookup(ctx context.Context, hashPart string) (*PathInfo, erro
 	if !ValidHashPart(hashPart) {
 		return nil, fmt.Errorf("lookup %q: %w", hashPart, ErrNotFound)
 	}
+	vs := r.versions()
+	vkey := versionsKey(vs)
+	if a, ok := r.answers.Get(hashPart); ok && a.versions == vkey {
+		switch {
+		case a.p == nil:
+			return nil, fmt.Errorf("lookup %s: %w", hashPart, ErrNotFound)
+		case r.policy.allows(a.source, a.p): // asked again: whom it trusts may change
+			if a.source != "" {
+				r.followed.Add(a.p.Root, a.p)
+			}
+			return a.p, nil
+		}
+	}
 	key := KeyStorePath(hashPart)
 	var found *PathInfo
-	r.each(ctx, key, func(src Followed, c cid.Cid) bool {
+	var source string
+	settled := true // false: the answer may change with the same versions
+	complete := r.eachIn(ctx, vs, key, func(src Followed, c cid.Cid) bool {
 		p, err := r.pathInfo(ctx, c)
 		if err != nil {
 			// A malformed or missing record is reported and skipped; the
 			// next manifest may still have the path.
 			slog.Warn("PathInfo unusable", "key", key, "cid", c, "err", err)
+			settled = false // its block may arrive
 			return false
 		}
 		if HashPart(p.StorePath) != hashPart {
@@ -119,14 +160,20 @@ func (r *Resolver) Lookup(ctx context.Context, hashPart string) (*PathInfo, erro
 		}
 		if !r.policy.allows(src.Name, p) {
 			slog.Info("path has no trusted signature", "storePath", p.StorePath, "manifest", src.Name)
+			settled = false // whom the policy trusts may change
 			return false
 		}
 		if src.Name != "" {
 			r.followed.Add(p.Root, p)
 		}
-		found = p
+		found, source = p, src.Name
 		return true
 	})
+	// An answer that depended on an unreadable manifest or record is not
+	// remembered: the blocks may arrive.
+	if complete && settled {
+		r.answers.Add(hashPart, answer{versions: vkey, p: found, source: source})
+	}
 	if found != nil {
 		return found, nil
 	}
@@ -174,10 +221,18 @@ func (r *Resolver) first(ctx context.Context, what, key string) (cid.Cid, error)
 // each calls fn with every manifest's entry for key, own manifest first,
 // until fn returns true. Unreadable manifests are logged and skipped.
 func (r *Resolver) each(ctx context.Context, key string, fn func(src Followed, c cid.Cid) bool) {
-	for _, src := range r.versions() {
+	r.eachIn(ctx, r.versions(), key, fn)
+}
+
+// eachIn is each over the versions vs. It reports whether every manifest
+// it had to search could be read.
+func (r *Resolver) eachIn(ctx context.Context, vs []Followed, key string, fn func(src Followed, c cid.Cid) bool) bool {
+	complete := true
+	for _, src := range vs {
 		m, err := r.manifest(ctx, src.Version)
 		if err != nil {
 			slog.Warn("manifest unreadable", "version", src.Version, "err", err)
+			complete = false
 			continue
 		}
 		c, err := m.Get(ctx, key)
@@ -186,12 +241,14 @@ func (r *Resolver) each(ctx context.Context, key string, fn func(src Followed, c
 		}
 		if err != nil {
 			slog.Warn("manifest lookup", "version", src.Version, "key", key, "err", err)
+			complete = false
 			continue
 		}
 		if fn(src, c) {
-			return
+			return complete
 		}
 	}
+	return complete
 }
 
 // FollowedRecord returns the record of a NAR recently answered from a
