@@ -1,12 +1,19 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/nixipfs/nixipfs/internal/nixtest"
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/publish"
 )
 
 // TestManifestPinsAndRepoGC checks how the manifest is kept from kubo's repo
@@ -95,4 +102,58 @@ func TestManifestPinsAndRepoGC(t *testing.T) {
 	if got := n.nixipfs(t, "manifest", "get", extra); !strings.Contains(got, extra) {
 		t.Fatalf("manifest get %s after repo gc: %s", extra, got)
 	}
+}
+
+// TestResolverFollowsUpdates checks that the resolver's remembered answers
+// (found and not found) give way as soon as the manifest changes, whether
+// this process or another one (a second Local on the same data dir, as a
+// publish run beside the daemon) recorded the change.
+func TestResolverFollowsUpdates(t *testing.T) {
+	dataDir := t.TempDir()
+	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	nar := narOf(dir(entry("f", file("resolver", false))))
+	res, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(nar), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hash = "0123456789abcdfghijklmnpqrsvwxyz"
+	rec := &manifests.PathInfo{StorePath: "/nix/store/" + hash + "-x", NarHash: res.NarHash[:],
+		NarSize: int64(res.NarSize), Blake3: res.Blake3[:], Root: res.Root, Profile: "x"}
+	c, err := manifests.Store(ctx(t), node.API, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := manifests.OpenLocal(dataDir, node.API)
+	other := manifests.OpenLocal(dataDir, node.API) // another process's view
+	resolver, err := manifests.NewResolver(node.API, local, nil, manifests.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(want bool) {
+		t.Helper()
+		for range 2 { // the second answer comes from memory
+			p, err := resolver.Lookup(ctx(t), hash)
+			if want && (err != nil || p.StorePath != rec.StorePath) || !want && !errors.Is(err, manifests.ErrNotFound) {
+				t.Fatalf("lookup: %v %v, want found=%v", p, err, want)
+			}
+		}
+	}
+	// A first version without the path, so that the resolver has a
+	// version to remember its answer under.
+	if _, err := local.Update(ctx(t), map[string]cid.Cid{manifests.KeyStorePath("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"): c}, nil); err != nil {
+		t.Fatal(err)
+	}
+	lookup(false)
+	if _, err := other.Update(ctx(t), map[string]cid.Cid{manifests.KeyStorePath(hash): c}, nil); err != nil {
+		t.Fatal(err)
+	}
+	lookup(true)
+	if _, err := local.Update(ctx(t), nil, []string{manifests.KeyStorePath(hash)}); err != nil {
+		t.Fatal(err)
+	}
+	lookup(false)
 }
