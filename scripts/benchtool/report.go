@@ -32,6 +32,8 @@ var rows = []row{
 	{what: "serve: NAR, 1 conn", workload: "W1", ours: "nar.w1.c1.gw", anchor: "nar.w1.c1.nginx", oursName: "gateway", vs: "nginx", bytes: "w1.narsize", goal: 1.5},
 	{what: "serve: NAR ×16, 16 conns", workload: "W1", ours: "nar.w1.c16.gw", anchor: "nar.w1.c16.nginx", oursName: "gateway", vs: "nginx", bytes: "w1.narsize16"},
 	{what: "serve: all NARs, 1 conn", workload: "W2", ours: "nar.w2.c1.gw", anchor: "nar.w2.c1.nginx", oursName: "gateway", vs: "nginx", bytes: "w2.narsize", goal: 1.5},
+	{what: "serve: NAR, 1 conn, first request", workload: "W1", ours: "nar.w1.first.gw", anchor: "nar.w1.first.nginx", oursName: "gateway (render)", vs: "nginx", bytes: "w1.narsize"},
+	{what: "serve: all NARs, 1 conn, first requests", workload: "W2", ours: "nar.w2.first.gw", anchor: "nar.w2.first.nginx", oursName: "gateway (render)", vs: "nginx", bytes: "w2.narsize"},
 	{what: "serve: all NARs, 16 conns", workload: "W2", ours: "nar.w2.c16.gw", anchor: "nar.w2.c16.nginx", oursName: "gateway", vs: "nginx", bytes: "w2.narsize"},
 	{what: "substitute: `nix copy --from`", workload: "W2", ours: "subst.w2.gw", anchor: "subst.w2.nginx", oursName: "gateway", vs: "nginx", bytes: "w2.narsize", goal: 1.2},
 	{what: "storage: bytes on disk", workload: "W3", ours: "storage.w3.blocks", anchor: "storage.w3.xz", oursName: "nixipfs blocks (du)", vs: "xz NARs", storage: true, goal: 0.5},
