@@ -54,7 +54,9 @@ func TestLoad(t *testing.T) {
 	nars := addTrees(t, store, "nar", 16, 512<<10)
 	n := newNode(t, store, nil)
 	n.publish(t, append(append([]string(nil), hits...), nars...)...)
-	d := n.daemon(t)
+	// No NAR cache: every download is a render, which the metrics below
+	// count (with the cache, repeated downloads are sent from its files).
+	d := n.daemon(t, "--nar-cache-mb", "0")
 
 	var narList []loadNar
 	for _, p := range nars {
