@@ -294,6 +294,25 @@ func TestDistributedBuild(t *testing.T) {
 		}
 	})
 
+	t.Run("through-daemon", func(t *testing.T) {
+		// The requester's machine runs a daemon: nixipfs build uses the
+		// daemon's IPFS node (its API socket) and still builds and imports.
+		fresh := e.instantiate(t)
+		d := e.r.serve(t, "daemon", "--peer", loopbackPeer(t, e.d1), "--peer", loopbackPeer(t, e.d2))
+		stdout, stderr, err := runErr(nil, nixipfsBin, e.r.args(append(slices.Clone(e.opts), "--wait", fresh["c"])...)...)
+		if err != nil {
+			t.Fatalf("nixipfs build beside a daemon: %v\n%s", err, stderr)
+		}
+		if strings.TrimSpace(stdout) != outPath(t, e.storeR, fresh["c"]) {
+			t.Fatalf("build printed %q", stdout)
+		}
+		// The daemon's gateway serves the outputs the build recorded.
+		if code := status(t, d.url+"/"+hashOf(outPath(t, e.storeR, fresh["c"]))+".narinfo"); code != 200 {
+			t.Fatalf("daemon answers %d for a built output", code)
+		}
+		d.stop()
+	})
+
 	t.Run("hostile", func(t *testing.T) {
 		// An intruder on the network (a plain kubo) sends, while a job is
 		// leased: a result signed by an untrusted key, a result signed by a
