@@ -89,6 +89,11 @@ func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 		if err := enqueue(q, plan.Jobs); err != nil {
 			return res, err
 		}
+		if o.Progress != nil {
+			for _, j := range plan.Jobs {
+				o.Progress(Event{Job: j.Drv, State: Waiting, Note: fmt.Sprintf("queued (%d inputs to build first)", len(j.Deps))})
+			}
+		}
 	}
 	var until []string
 	if plan != nil {

@@ -169,6 +169,12 @@ func TestDistributedBuild(t *testing.T) {
 		if strings.TrimSpace(stdout) != h {
 			t.Fatalf("build printed %q, want %s", stdout, h)
 		}
+		// Progress: each job queued, offered, building on a builder, built.
+		for _, want := range []string{"waiting  " + drvs["a"] + ": queued", "offered  " + drvs["a"], "building on", "built    " + drvs["h"]} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("progress lacks %q:\n%s", want, stderr)
+			}
+		}
 		// Every output is in the requester's store, signed by a builder
 		// key that Nix verifies.
 		var outs []string
