@@ -76,13 +76,14 @@ The exit status is non-zero if a build failed or a job is still unbuilt when
 			o.Store, o.DataDir, o.TrustedBuilders, o.Drvs = store, g.dataDir, keys, args
 			o.Open = func(ctx context.Context) (*ipfsnode.Node, error) {
 				node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: peers, SwarmListen: swarm})
-				if err == nil && node.Embedded() != nil {
-					addrs, _ := node.PeerAddrs(ctx)
-					for _, a := range addrs {
-						fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
-					}
+				if err != nil {
+					return nil, err
 				}
-				return node, err
+				if err := printPeerAddrs(ctx, node); err != nil {
+					node.Close()
+					return nil, err
+				}
+				return node, nil
 			}
 			o.Progress = func(e builder.Event) {
 				fmt.Fprintf(os.Stderr, "nixipfs: %-8s %s: %s\n", e.State, e.Job, e.Note)

@@ -123,14 +123,8 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 		return err
 	}
 	defer node.Close()
-	if node.Embedded() != nil {
-		addrs, err := node.PeerAddrs(ctx)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
-		}
+	if err := printPeerAddrs(ctx, node); err != nil {
+		return err
 	}
 	cfg := o.netCfg
 	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
@@ -148,6 +142,22 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 		}
 	}
 	return daemon.Run(ctx, cfg)
+}
+
+// printPeerAddrs prints an embedded node's addresses, the form other
+// nodes pass to --peer (tests and people read them from stderr).
+func printPeerAddrs(ctx context.Context, node *ipfsnode.Node) error {
+	if node.Embedded() == nil {
+		return nil
+	}
+	addrs, err := node.PeerAddrs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		fmt.Fprintf(os.Stderr, "nixipfs: ipfs peer %s\n", a)
+	}
+	return nil
 }
 
 func parseKeys(what string, ks []string) ([]signature.PublicKey, error) {
