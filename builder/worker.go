@@ -67,6 +67,7 @@ type Worker struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task // by job
+	bids  map[string]bid   // recent input counts, by job
 }
 
 type task struct {
@@ -114,7 +115,7 @@ func NewWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, t: t, tasks: map[string]*task{}}, nil
+	return &Worker{cfg: cfg, t: t, tasks: map[string]*task{}, bids: map[string]bid{}}, nil
 }
 
 // Run takes jobs until ctx ends.
@@ -175,17 +176,48 @@ func (w *Worker) offer(ctx context.Context, m Message) {
 	if busy || full {
 		return
 	}
-	have := 0
-	if len(m.Inputs) > 0 {
-		invalid, err := w.cfg.Store.Invalid(ctx, m.Inputs)
-		if err != nil {
-			slog.Warn("builds: check inputs", "job", m.Job, "err", err)
-		} else {
-			have = len(m.Inputs) - len(invalid)
+	w.t.sendLogged(ctx, Message{Kind: KindClaim, Job: m.Job, Requester: m.Requester,
+		Systems: w.cfg.Systems, Supports: w.cfg.Features, Have: w.have(ctx, m), Running: n})
+}
+
+// bid is how many of a job's offered inputs the store held, and when that
+// was counted.
+type bid struct {
+	have int
+	at   time.Time
+}
+
+// bidTTL is how long a count is reused: offers are re-sent every few
+// seconds, and each count runs nix-store in the message loop.
+const bidTTL = 10 * time.Second
+
+// have counts the offered inputs our store already holds.
+func (w *Worker) have(ctx context.Context, m Message) int {
+	if len(m.Inputs) == 0 {
+		return 0
+	}
+	now := time.Now()
+	w.mu.Lock()
+	b, ok := w.bids[m.Job]
+	w.mu.Unlock()
+	if ok && now.Sub(b.at) < bidTTL {
+		return b.have
+	}
+	invalid, err := w.cfg.Store.Invalid(ctx, m.Inputs)
+	if err != nil {
+		slog.Warn("builds: check inputs", "job", m.Job, "err", err)
+		return 0
+	}
+	have := len(m.Inputs) - len(invalid)
+	w.mu.Lock()
+	for job, old := range w.bids {
+		if now.Sub(old.at) >= bidTTL {
+			delete(w.bids, job)
 		}
 	}
-	w.t.sendLogged(ctx, Message{Kind: KindClaim, Job: m.Job, Requester: m.Requester,
-		Systems: w.cfg.Systems, Supports: w.cfg.Features, Have: have, Running: n})
+	w.bids[m.Job] = bid{have: have, at: now}
+	w.mu.Unlock()
+	return have
 }
 
 func (w *Worker) assigned(ctx context.Context, m Message) {
