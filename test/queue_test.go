@@ -22,16 +22,7 @@ import (
 
 // hookGraph is built by a real nix-build with scripts/post-build-hook: two
 // derivations, so the hook runs twice.
-const hookGraph = `
-let
-  bb = builtins.path { path = ./bbdir; name = "busybox"; };
-  mk = name: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "${bb}/bin/sh";
-    args = [ "-c" script ];
-    PATH = "${bb}/bin";
-  };
+const hookGraph = nixtest.Prelude + `
   dep = mk "hook-dep" "echo NONCE > $out";
 in mk "hook-top" "mkdir -p $out; cat ${dep} > $out/msg"
 `

@@ -167,12 +167,11 @@ func Busybox(t testing.TB) string {
 	return dir
 }
 
-// graph is the derivation graph BuildClosure builds: a diamond
-// top → {left, right} → dep, with references made by symlinks and by
-// writing store paths into files (how real packages reference each other).
-// Nothing references busybox at run time, so it is only in the build-time
-// closure (the closure of the .drv files).
-const graph = `
+// Prelude opens a Nix let-block for test derivations with no nixpkgs: bb is
+// the busybox toolchain (./bbdir beside the file, see Busybox) and
+// mk name script is a derivation running script with it. Continue with
+// more bindings and an "in".
+const Prelude = `
 let
   bb = builtins.path { path = ./bbdir; name = "busybox"; };
   mk = name: script: derivation {
@@ -182,6 +181,14 @@ let
     args = [ "-c" script ];
     PATH = "${bb}/bin";
   };
+`
+
+// graph is the derivation graph BuildClosure builds: a diamond
+// top → {left, right} → dep, with references made by symlinks and by
+// writing store paths into files (how real packages reference each other).
+// Nothing references busybox at run time, so it is only in the build-time
+// closure (the closure of the .drv files).
+const graph = Prelude + `
   dep = mk "dep" "echo dep > $out";
   left = mk "left" "mkdir -p $out; ln -s ${dep} $out/dep";
   right = mk "right" "mkdir -p $out/share; echo ${dep} > $out/share/dep-path";
