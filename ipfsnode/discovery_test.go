@@ -9,7 +9,7 @@ import (
 // started: nothing here may reach beyond loopback).
 func TestDiscoveryOptIn(t *testing.T) {
 	closed := func(t *testing.T) []string {
-		cfg, err := closedConfig(nil)
+		cfg, err := closedConfig(nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,7 +34,7 @@ func TestDiscoveryOptIn(t *testing.T) {
 		{[]string{"public"}, false, true},
 		{[]string{"mdns", "public"}, true, true},
 	} {
-		cfg, _ := closedConfig(nil)
+		cfg, _ := closedConfig(nil, "")
 		enforceClosed(cfg)
 		if err := applyDiscovery(cfg, c.modes, nil); err != nil {
 			t.Fatal(err)
@@ -46,12 +46,12 @@ func TestDiscoveryOptIn(t *testing.T) {
 			t.Errorf("%v: still loopback only, other machines could not connect", c.modes)
 		}
 	}
-	cfg, _ := closedConfig(nil)
+	cfg, _ := closedConfig(nil, "")
 	if err := applyDiscovery(cfg, []string{"dht"}, nil); err == nil || !strings.Contains(err.Error(), "dht") {
 		t.Fatalf("unknown mode accepted: %v", err)
 	}
 	// An explicit listen address wins.
-	cfg, _ = closedConfig(nil)
+	cfg, _ = closedConfig(nil, "")
 	applyDiscovery(cfg, []string{"mdns"}, []string{"/ip4/127.0.0.1/tcp/0"})
 	if !isLoopback(cfg.Addresses.Swarm[0]) {
 		t.Fatal("--swarm-listen overridden")

@@ -57,6 +57,11 @@ type Options struct {
 	// unless SwarmListen says otherwise. Default: none, nothing leaves the
 	// machine.
 	Discovery []string
+	// Datastore is the storage of a new embedded repo: DatastorePebble (the
+	// default: one compressed pebble database) or DatastoreFlatfs (kubo's
+	// default: a file per block, which the stock ipfs command can open). An
+	// existing repo keeps the one it was made with.
+	Datastore string
 }
 
 // Discovery modes.
@@ -128,6 +133,11 @@ func RepoPath(dataDir string) string { return filepath.Join(dataDir, "ipfs") }
 // daemon running on the same data dir and talks to it; otherwise it opens the
 // embedded repo, creating it closed (kubo's test profile) on first use.
 func Open(ctx context.Context, opts Options) (*Node, error) {
+	switch opts.Datastore {
+	case "", DatastorePebble, DatastoreFlatfs:
+	default:
+		return nil, fmt.Errorf("--datastore %q: want %s or %s", opts.Datastore, DatastorePebble, DatastoreFlatfs)
+	}
 	if opts.APIAddr == "" && opts.DataDir != "" {
 		if addr, ok := runningDaemon(ctx, opts.DataDir); ok {
 			slog.Debug("using the running daemon's IPFS node", "api", addr)
@@ -217,6 +227,10 @@ func loadPlugins() error {
 			pluginsErr = fmt.Errorf("kubo plugin loader: %w", err)
 			return
 		}
+		if err := l.Load(pebblePlugin{}); err != nil {
+			pluginsErr = fmt.Errorf("load the %s datastore: %w", PebbleType, err)
+			return
+		}
 		if err := l.Initialize(); err != nil {
 			pluginsErr = fmt.Errorf("initialise kubo plugins: %w", err)
 			return
@@ -230,7 +244,7 @@ func loadPlugins() error {
 
 // closedConfig returns a fresh kubo config with the test profile applied: no
 // bootstrap peers, no mDNS, no autoconf, no delegated routers, loopback only.
-func closedConfig(listen []string) (*config.Config, error) {
+func closedConfig(listen []string, datastore string) (*config.Config, error) {
 	id, err := config.CreateIdentity(io.Discard, []options.KeyGenerateOption{options.Key.Type(options.Ed25519Key)})
 	if err != nil {
 		return nil, fmt.Errorf("kubo identity: %w", err)
@@ -242,6 +256,9 @@ func closedConfig(listen []string) (*config.Config, error) {
 	if err := config.Profiles["test"].Transform(cfg); err != nil {
 		return nil, fmt.Errorf("apply test profile: %w", err)
 	}
+	if datastore != DatastoreFlatfs {
+		cfg.Datastore.Spec = pebbleSpec()
+	} // else kubo's default: flatfs for blocks, leveldb for the rest
 	if len(listen) > 0 {
 		cfg.Addresses.Swarm = listen
 	}
@@ -299,7 +316,7 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		if err := os.MkdirAll(repoPath, 0o700); err != nil {
 			return nil, fmt.Errorf("create IPFS repo dir: %w", err)
 		}
-		cfg, err := closedConfig(opts.SwarmListen)
+		cfg, err := closedConfig(opts.SwarmListen, opts.Datastore)
 		if err != nil {
 			return nil, err
 		}

@@ -138,8 +138,8 @@ func (n *node) manifestVersion(t *testing.T) (string, int64) {
 	return show.Version, show.Paths
 }
 
-// TestDiskFull publishes onto a data dir on a 48 MiB tmpfs: a path larger
-// than the free space fails with a clear error (direct and queued), the
+// TestDiskFull publishes onto a data dir on a 128 MiB tmpfs (the pebble
+// datastore keeps 64 MiB in reserve): a path larger than the free space fails with a clear error (direct and queued), the
 // previous manifest stays current and served, queueing on a full disk is
 // refused cleanly, and once there is room the queued path is published.
 func TestDiskFull(t *testing.T) {
@@ -149,7 +149,7 @@ func TestDiskFull(t *testing.T) {
 	big := addRandomFile(t, store, "big.bin", 96<<20)
 	ns := mountNS(t)
 	dataDir := t.TempDir()
-	run(t, nil, ns[0], append(ns[1:], "mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "nixipfs-test", dataDir)...)
+	run(t, nil, ns[0], append(ns[1:], "mount", "-t", "tmpfs", "-o", "size=128m,mode=0700", "nixipfs-test", dataDir)...)
 	n := &node{dataDir: dataDir, store: store, wrap: ns}
 	inNS := func(args ...string) (string, string, error) { return runErr(nil, ns[0], append(ns[1:], args...)...) }
 

@@ -182,6 +182,8 @@ type node struct {
 	dataDir string
 	ipfsAPI string
 	store   string // Nix store the node publishes from
+	// datastore, if set, is --datastore for a new embedded repo.
+	datastore string
 	// wrap, if set, runs nixipfs through this command (e.g. nsenter into
 	// a mount namespace).
 	wrap []string
@@ -211,6 +213,9 @@ func (n *node) args(args ...string) []string {
 	}
 	if n.store != "" {
 		base = append(base, "--store", n.store)
+	}
+	if n.datastore != "" {
+		base = append(base, "--datastore", n.datastore)
 	}
 	return append(base, args...)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +29,10 @@ func TestManifestPinsAndRepoGC(t *testing.T) {
 	store := nixtest.Store(t)
 	top, all := nixtest.BuildClosure(t, store)
 	n := newNode(t, store, nil)
+	// flatfs, so that the stock ipfs command can open the repo and list its
+	// pins; the default pebble datastore is a type only nixipfs knows
+	// (TestGC covers collection on it).
+	n.datastore = "flatfs"
 	res := n.publish(t, top)
 	// The ipfs CLI on the embedded repo (no daemon: it opens the repo).
 	repo := &kubo{path: filepath.Join(n.dataDir, "ipfs")}
@@ -156,4 +161,66 @@ func TestResolverFollowsUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	lookup(false)
+}
+
+// TestRepoGCPebble collects garbage on the default embedded repo (pebble,
+// which the stock ipfs command cannot open), first through a running daemon
+// and then in process: an unpinned block goes, and every published path's
+// DAG stays whole and renders to the NAR Nix dumps.
+func TestRepoGCPebble(t *testing.T) {
+	nixEnv(t)
+	store := nixtest.Store(t)
+	top, _ := nixtest.BuildClosure(t, store)
+	n := newNode(t, store, nil)
+	res := n.publish(t, top)
+	spec, err := os.ReadFile(filepath.Join(n.dataDir, "ipfs", "datastore_spec"))
+	if err != nil || !strings.Contains(string(spec), ipfsnode.PebbleType) {
+		t.Fatalf("new repo's datastore_spec %q (%v), want %s", spec, err, ipfsnode.PebbleType)
+	}
+
+	d := n.daemon(t)
+	api, err := os.ReadFile(ipfsnode.APIFile(n.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliEnv := []string{"IPFS_PATH=" + t.TempDir()}
+	cli := func(args ...string) string {
+		return run(t, cliEnv, ipfsBin, append([]string{"--api", strings.TrimSpace(string(api))}, args...)...)
+	}
+	local := func() map[string]bool {
+		set := map[string]bool{}
+		for _, c := range strings.Fields(cli("refs", "local")) {
+			set[c] = true
+		}
+		return set
+	}
+	junk := filepath.Join(t.TempDir(), "junk")
+	if err := os.WriteFile(junk, []byte("not pinned by anyone "+t.Name()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stray := strings.TrimSpace(cli("block", "put", junk))
+	if !local()[stray] {
+		t.Fatalf("the stray block %s is not in refs local", stray)
+	}
+	n.nixipfs(t, "gc", "--apply", "--collect")
+	if local()[stray] {
+		t.Fatalf("repo gc through the daemon left the unpinned block %s", stray)
+	}
+	for _, r := range res {
+		cli("dag", "stat", "--progress=false", r.PathInfo)
+	}
+	d.stop()
+
+	// In process, on the closed repo: nothing pinned goes.
+	_, stderr, err := runErr(nil, nixipfsBin, n.args("gc", "--apply", "--collect")...)
+	if err != nil || !strings.Contains(stderr, "repo gc: removed 0 blocks") {
+		t.Fatalf("embedded repo gc: %v\n%s", err, stderr)
+	}
+	for _, r := range res {
+		nar := n.nixipfs(t, "nar", "render", r.Root)
+		want := run(t, nil, "nix-store", "--dump", store+r.StorePath)
+		if nar != want {
+			t.Fatalf("%s renders to %d bytes after repo gc, Nix dumps %d", r.StorePath, len(nar), len(want))
+		}
+	}
 }

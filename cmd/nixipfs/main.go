@@ -28,6 +28,7 @@ type globals struct {
 	settings  *config.Config
 	dataDir   string
 	ipfsAPI   string
+	datastore string
 	store     string
 	logFormat string
 	verbose   bool
@@ -67,6 +68,7 @@ daemon instead.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "config file (default $XDG_CONFIG_HOME/nixipfs/config.toml, else ~/.config/nixipfs/config.toml)")
 	pf.StringVar(&g.dataDir, "data-dir", defaultDataDir(), "data directory (embedded IPFS repo, manifest index)")
+	pf.StringVar(&g.datastore, "datastore", ipfsnode.DatastorePebble, "storage of a NEW embedded IPFS repo: pebble (one zstd-compressed database) or flatfs (kubo's default: a file per block, uncompressed; the stock ipfs command can open it). An existing repo keeps its own")
 	pf.StringVar(&g.ipfsAPI, "ipfs-api", "", "multiaddr of an external kubo RPC API, e.g. /ip4/127.0.0.1/tcp/5001 (default: embedded node)")
 	pf.StringVar(&g.store, "store", "", "Nix store to read from (passed to nix as --store; default: the local store)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
@@ -113,7 +115,7 @@ func (g *globals) openWith(ctx context.Context, opts ipfsnode.Options) (*ipfsnod
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	opts.DataDir, opts.APIAddr = g.dataDir, g.ipfsAPI
+	opts.DataDir, opts.APIAddr, opts.Datastore = g.dataDir, g.ipfsAPI, g.datastore
 	return ipfsnode.Open(ctx, opts)
 }
 

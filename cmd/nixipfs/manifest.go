@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -281,20 +282,25 @@ version links its predecessor and is published under the node's IPNS name.`,
 
 func newGCCmd(g *globals) *cobra.Command {
 	var opts publish.GCOptions
-	var asJSON bool
+	var asJSON, collect bool
 	cmd := &cobra.Command{
-		Use:   "gc [--min-replicas N] [--apply]",
+		Use:   "gc [--min-replicas N] [--apply [--collect]]",
 		Short: "Unpin paths dropped from the manifest once enough peers replicate them",
 		Long: `Find the paths this node pinned that its manifest no longer holds (see
 'nixipfs manifest rm') and unpin each one only if at least --min-replicas other
 peers provide its DAG (a provider search among the peers this node knows).
-Without --apply it only prints what it would do. It unpins only: kubo's repo GC
-frees the blocks. Run it against the daemon's node (while the daemon runs) so
-that the provider search can reach peers.`,
+Without --apply it only prints what it would do. Unpinning frees nothing by
+itself: with --apply --collect it then runs the IPFS node's repo GC, which
+deletes every block no pin holds (on the embedded node's pebble datastore the
+space comes back as it compacts). Run it against the daemon's node (while the
+daemon runs) so that the provider search can reach peers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.MinReplicas < 1 {
 				return fmt.Errorf("--min-replicas %d: must be at least 1", opts.MinReplicas)
+			}
+			if collect && !opts.Apply {
+				return errors.New("--collect deletes blocks: it needs --apply")
 			}
 			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {
@@ -302,6 +308,11 @@ that the provider search can reach peers.`,
 			}
 			defer node.Close()
 			items, err := publish.GC(cmd.Context(), node, g.manifest(node), opts)
+			if err == nil && collect {
+				var removed int
+				removed, err = node.CollectGarbage(cmd.Context())
+				fmt.Fprintf(cmd.ErrOrStderr(), "repo gc: removed %d blocks\n", removed)
+			}
 			if asJSON {
 				if items == nil {
 					items = []publish.GCItem{}
@@ -329,6 +340,7 @@ that the provider search can reach peers.`,
 	f := cmd.Flags()
 	f.IntVar(&opts.MinReplicas, "min-replicas", 1, "other providers a path needs before it is unpinned")
 	f.BoolVar(&opts.Apply, "apply", false, "unpin (default: dry run)")
+	f.BoolVar(&collect, "collect", false, "with --apply: then run the IPFS repo GC, deleting every unpinned block")
 	f.DurationVar(&opts.Timeout, "timeout", 10*time.Second, "provider search time per path")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

@@ -1,0 +1,399 @@
+package ipfsnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable/block"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+	"github.com/ipfs/kubo/misc/fsutil"
+	"github.com/ipfs/kubo/plugin"
+	"github.com/ipfs/kubo/repo"
+	"github.com/ipfs/kubo/repo/fsrepo"
+)
+
+// PebbleType is the datastore type of new embedded repos: one pebble
+// database for blocks, pins and kubo's own keys, compressed with zstd.
+// kubo's stock "pebbleds" type has no setting for the codec, and flatfs
+// (kubo's default) keeps each block uncompressed in a file of its own; see
+// the README's Storage section for what each costs.
+const PebbleType = "nixipfs-pebble"
+
+// Datastore kinds for Options.Datastore.
+const (
+	DatastorePebble = "pebble"
+	DatastoreFlatfs = "flatfs"
+)
+
+// Defaults of the nixipfs-pebble datastore. Each can be set in the repo's
+// Datastore.Spec; only "path" is fixed once the repo exists.
+const (
+	pebbleZstdLevel  = 5
+	pebbleBlockSize  = 2 << 20
+	pebbleIndexBlock = 64 << 10
+	pebbleMemTable   = 8 << 20
+	pebbleCache      = 32 << 20
+)
+
+// pebbleSpec is the Datastore.Spec of a new embedded repo.
+func pebbleSpec() map[string]any {
+	return map[string]any{
+		"type":      PebbleType,
+		"prefix":    "pebble.datastore",
+		"path":      "pebble",
+		"zstdLevel": pebbleZstdLevel,
+		"blockSize": pebbleBlockSize,
+	}
+}
+
+// pebblePlugin registers PebbleType with kubo's repo loader.
+type pebblePlugin struct{}
+
+var _ plugin.PluginDatastore = pebblePlugin{}
+
+func (pebblePlugin) Name() string                   { return "nixipfs-ds-pebble" }
+func (pebblePlugin) Version() string                { return "1" }
+func (pebblePlugin) Init(*plugin.Environment) error { return nil }
+func (pebblePlugin) DatastoreTypeName() string      { return PebbleType }
+
+type pebbleConfig struct {
+	path      string
+	zstdLevel int
+	blockSize int
+}
+
+func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
+	return func(params map[string]any) (fsrepo.DatastoreConfig, error) {
+		c := pebbleConfig{zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+		p, ok := params["path"].(string)
+		if !ok || p == "" {
+			return nil, fmt.Errorf("%s datastore: 'path' is missing or not a string", PebbleType)
+		}
+		c.path = p
+		for key, dst := range map[string]*int{"zstdLevel": &c.zstdLevel, "blockSize": &c.blockSize} {
+			v, ok := params[key]
+			if !ok {
+				continue
+			}
+			// JSON numbers arrive as float64, Go literals as int.
+			switch n := v.(type) {
+			case float64:
+				*dst = int(n)
+			case int:
+				*dst = n
+			default:
+				return nil, fmt.Errorf("%s datastore: %q is %T, want a number", PebbleType, key, v)
+			}
+		}
+		if c.zstdLevel < 1 || c.zstdLevel > 19 {
+			return nil, fmt.Errorf("%s datastore: zstdLevel %d: want 1 to 19", PebbleType, c.zstdLevel)
+		}
+		if c.blockSize < 4<<10 || c.blockSize > 16<<20 {
+			return nil, fmt.Errorf("%s datastore: blockSize %d: want 4 KiB to 16 MiB", PebbleType, c.blockSize)
+		}
+		return &c, nil
+	}
+}
+
+// DiskSpec is what kubo checks against the repo on every open: only the
+// place, so the codec settings may change (pebble records each block's codec).
+func (c *pebbleConfig) DiskSpec() fsrepo.DiskSpec {
+	return map[string]any{"type": PebbleType, "path": c.path}
+}
+
+func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
+	p := c.path
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(repoPath, p)
+	}
+	if err := fsutil.DirWritable(p); err != nil {
+		return nil, err
+	}
+	d, err := pebbleds.NewDatastore(p, pebbleds.WithCacheSize(pebbleCache), pebbleds.WithPebbleOpts(c.options()))
+	if err != nil {
+		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
+	}
+	return &pebbleStore{d: d, path: p, opts: c.options}, nil
+}
+
+// options tunes pebble for a content store: values are blocks (mostly 1 KiB
+// to 1 MiB, written once, keyed by a random hash), not small rows updated in
+// place.
+func (c *pebbleConfig) options() *pebble.Options {
+	o := &pebble.Options{
+		Logger:             pebbleLogger{},
+		FormatMajorVersion: pebble.FormatNewest,
+		// pebble's 4 MiB memtable flushes every few 1 MiB chunks; each flush
+		// is an L0 table, and their compactions dominated import time.
+		MemTableSize: pebbleMemTable,
+	}
+	// Blocks go to blob files when a memtable is flushed: each blob file
+	// holds blocks written close together in time (files of the same few
+	// store paths, which compress well together and are rendered together).
+	// Compactions then move only keys and blob references; the values are
+	// written once.
+	o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:     true,
+			MinimumSize: 64,
+			// pebble's suggested 10 makes compactions rewrite values as soon
+			// as a dozen flushes overlap, which every random-keyed flush does.
+			MaxBlobReferenceDepth: 100,
+			RewriteMinimumAge:     time.Hour,
+			TargetGarbageRatio:    0.2,
+		}
+	}
+	prof := zstdProfile(c.zstdLevel)
+	o.ApplyCompressionSettings(func() pebble.DBCompressionSettings {
+		return pebble.UniformDBCompressionSettings(prof)
+	})
+	// Large blocks compress better (zstd finds the same words across
+	// neighbouring files; a blob file holds one flush, so a block as large
+	// as a flush's compressed output gains nothing more), but a point read
+	// decompresses a whole block. Blob files (written by flushes at L0 and
+	// by rewrites at the last level) take the large size; keys in the levels
+	// between stay in small blocks.
+	for i := range o.Levels {
+		o.Levels[i].BlockSize = pebbleIndexBlock
+	}
+	o.Levels[0].BlockSize = c.blockSize
+	o.Levels[len(o.Levels)-1].BlockSize = c.blockSize
+	return o
+}
+
+// zstdProfile is pebble's zstd profile at another level. pebble only exports
+// level 3; its zstd codec takes any level and records only the algorithm in
+// each block, so readers need nothing more.
+func zstdProfile(level int) *block.CompressionProfile {
+	p := *block.GoodCompression
+	p.Name = fmt.Sprintf("nixipfs-zstd%d", level)
+	p.DataBlocks.Level = uint8(level)
+	p.ValueBlocks.Level = uint8(level)
+	// Incompressible blocks (already compressed archives) are kept raw, so
+	// reading them costs no decompression.
+	p.MinReductionPercent = 5
+	p.AdaptiveReductionCutoffPercent = 0
+	return &p
+}
+
+// Free space pebble is never asked to do without. pebble treats a failed
+// write-ahead log as fatal (it panics, leaving a mutex unlocked, so the
+// process dies), so writes are refused with ENOSPC while they still fit:
+// writes need room for a new log (110% of a memtable), a flush and the
+// compactions after it; deletes and syncs, which free space or write almost
+// nothing, need only the log.
+const (
+	reserveWrite  = 64 << 20
+	reserveDelete = 16 << 20
+)
+
+// pebbleStore is go-ds-pebble made safe for a long-running node: it refuses
+// writes before the disk is full (above), answers an error instead of
+// pebble's panic when used after Close (kubo's bootstrap loop can outlive
+// the node by a moment), and closes so that a closed repo takes only its
+// data: pebble keeps up to four write-ahead logs, each preallocated to the
+// memtable size, for reuse, and deletes the ones no longer needed only when
+// it next opens.
+type pebbleStore struct {
+	d    *pebbleds.Datastore
+	path string
+	opts func() *pebble.Options
+
+	mu     sync.RWMutex // held for reading by every operation, for writing by Close
+	closed bool
+}
+
+var (
+	_ repo.Datastore         = (*pebbleStore)(nil)
+	_ ds.PersistentDatastore = (*pebbleStore)(nil)
+)
+
+var errClosed = errors.New("pebble datastore is closed")
+
+// use starts an operation; the caller must call s.mu.RUnlock when it returns nil.
+func (s *pebbleStore) use() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return errClosed
+	}
+	return nil
+}
+
+// room refuses a write that could leave pebble short of the space it needs.
+func (s *pebbleStore) room(reserve uint64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.path, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", s.path, err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < reserve {
+		return fmt.Errorf("IPFS datastore %s: %w (%d MiB free, %d MiB kept in reserve)", s.path, syscall.ENOSPC, free>>20, reserve>>20)
+	}
+	return nil
+}
+
+func (s *pebbleStore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+	if err := s.use(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	return s.d.Get(ctx, key)
+}
+
+func (s *pebbleStore) Has(ctx context.Context, key ds.Key) (bool, error) {
+	if err := s.use(); err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	return s.d.Has(ctx, key)
+}
+
+func (s *pebbleStore) GetSize(ctx context.Context, key ds.Key) (int, error) {
+	if err := s.use(); err != nil {
+		return -1, err
+	}
+	defer s.mu.RUnlock()
+	return s.d.GetSize(ctx, key)
+}
+
+func (s *pebbleStore) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	if err := s.use(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	// go-ds-pebble ends the results' goroutine itself when it closes.
+	return s.d.Query(ctx, q)
+}
+
+func (s *pebbleStore) Put(ctx context.Context, key ds.Key, value []byte) error {
+	if err := s.use(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := s.room(reserveWrite); err != nil {
+		return err
+	}
+	return s.d.Put(ctx, key, value)
+}
+
+func (s *pebbleStore) Delete(ctx context.Context, key ds.Key) error {
+	if err := s.use(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := s.room(reserveDelete); err != nil {
+		return err
+	}
+	return s.d.Delete(ctx, key)
+}
+
+func (s *pebbleStore) Sync(ctx context.Context, prefix ds.Key) error {
+	if err := s.use(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := s.room(reserveDelete); err != nil {
+		return err
+	}
+	return s.d.Sync(ctx, prefix)
+}
+
+func (s *pebbleStore) DiskUsage(ctx context.Context) (uint64, error) {
+	if err := s.use(); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	return s.d.DiskUsage(ctx)
+}
+
+func (s *pebbleStore) Batch(ctx context.Context) (ds.Batch, error) {
+	if err := s.use(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	b, err := s.d.Batch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pebbleBatch{b: b, s: s}, nil
+}
+
+// pebbleBatch checks the store and the free space when it commits.
+type pebbleBatch struct {
+	b    ds.Batch
+	s    *pebbleStore
+	puts bool
+}
+
+func (b *pebbleBatch) Put(ctx context.Context, key ds.Key, value []byte) error {
+	b.puts = true
+	return b.b.Put(ctx, key, value)
+}
+
+func (b *pebbleBatch) Delete(ctx context.Context, key ds.Key) error {
+	return b.b.Delete(ctx, key)
+}
+
+func (b *pebbleBatch) Commit(ctx context.Context) error {
+	if err := b.s.use(); err != nil {
+		return err
+	}
+	defer b.s.mu.RUnlock()
+	reserve := uint64(reserveDelete)
+	if b.puts {
+		reserve = reserveWrite
+	}
+	if err := b.s.room(reserve); err != nil {
+		return err
+	}
+	return b.b.Commit(ctx)
+}
+
+func (s *pebbleStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.room(reserveDelete); err != nil {
+		// Closing flushes the memtable, which could meet a full disk.
+		// Without the flush nothing is lost: the next open replays the log.
+		slog.Warn("closing the IPFS datastore without a flush", "err", err)
+		return s.d.DB.Close()
+	}
+	if err := s.d.Close(); err != nil {
+		return err
+	}
+	db, err := pebble.Open(s.path, s.opts())
+	if err != nil {
+		return fmt.Errorf("reopen pebble datastore %s to drop old logs: %w", s.path, err)
+	}
+	return db.Close()
+}
+
+// pebbleLogger sends pebble's chatter (every flush and compaction) to debug
+// and its errors to slog.
+type pebbleLogger struct{}
+
+func (pebbleLogger) Infof(format string, args ...any) {
+	slog.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (pebbleLogger) Errorf(format string, args ...any) {
+	slog.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+// Fatalf must not return: pebble calls it when its files are inconsistent.
+func (pebbleLogger) Fatalf(format string, args ...any) {
+	panic("pebble: " + fmt.Sprintf(format, args...))
+}
