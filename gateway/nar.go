@@ -9,12 +9,12 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ipfs/boxo/path"
-	"github.com/ipfs/go-cid"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixipfs/nixipfs/ipldnar"
@@ -27,15 +27,25 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
-	// Check the root is reachable before committing to a 200: a DAG that is
-	// not here is "absent" (404), not a server error.
-	ctx, cancel := context.WithTimeout(r.Context(), rootTimeout)
-	_, err = g.cfg.API.Block().Stat(ctx, path.FromCid(root))
-	cancel()
-	if err != nil {
-		g.cfg.Logger.Info("nar root unavailable", "root", root, "err", err)
-		notFound(w)
-		return
+	// A NAR in the cache was checked against its NarHash when it went in:
+	// it is served without reading the DAG at all.
+	var cached *os.File
+	if g.cfg.NARCache != nil {
+		cached = g.cfg.NARCache.Open(root, want, size)
+	}
+	if cached != nil {
+		defer cached.Close()
+	} else {
+		// Check the root is reachable before committing to a 200: a DAG
+		// that is not here is "absent" (404), not a server error.
+		ctx, cancel := context.WithTimeout(r.Context(), rootTimeout)
+		_, err = g.cfg.API.Block().Stat(ctx, path.FromCid(root))
+		cancel()
+		if err != nil {
+			g.cfg.Logger.Info("nar root unavailable", "root", root, "err", err)
+			notFound(w)
+			return
+		}
 	}
 
 	h := w.Header()
@@ -78,7 +88,8 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		defer zw.Close()
 		out = zw
 	}
-	if g.serveCached(out, root, want, size, start, end) {
+	if cached != nil {
+		sendCached(out, cached, start, end)
 		if zw != nil {
 			if err := zw.Close(); err != nil {
 				panic(http.ErrAbortHandler)
@@ -133,21 +144,10 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveCached answers from the NAR cache when it holds the NAR: bytes
-// [start, end) to out, which for an identity response is w itself, so the
-// file goes to the socket with sendfile (wrappers of w must implement
-// io.ReaderFrom to keep that). The NAR was checked against its
-// NarHash when it was cached. It reports false, having written nothing, on
-// a miss.
-func (g *Gateway) serveCached(out io.Writer, root cid.Cid, want []byte, size, start, end int64) bool {
-	if g.cfg.NARCache == nil {
-		return false
-	}
-	f := g.cfg.NARCache.Open(root, want, size)
-	if f == nil {
-		return false
-	}
-	defer f.Close()
+// sendCached writes bytes [start, end) of a cached NAR to out, which for an
+// identity response is w itself, so the file goes to the socket with
+// sendfile (wrappers of w must implement io.ReaderFrom to keep that).
+func sendCached(out io.Writer, f *os.File, start, end int64) {
 	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -155,7 +155,6 @@ func (g *Gateway) serveCached(out io.Writer, root cid.Cid, want []byte, size, st
 		// A short body: the client sees the NAR is incomplete.
 		panic(http.ErrAbortHandler)
 	}
-	return true
 }
 
 func acceptsZstd(ae string) bool {

@@ -41,7 +41,7 @@ const (
 	pebbleBlockSize  = 2 << 20
 	pebbleIndexBlock = 64 << 10
 	pebbleMemTable   = 8 << 20
-	pebbleCache      = 32 << 20
+	pebbleCache      = 128 << 20
 )
 
 // pebbleSpec is the Datastore.Spec of a new embedded repo.

@@ -36,9 +36,9 @@ var rows = []row{
 	{what: "serve: all NARs, 1 conn, first requests", workload: "W2", ours: "nar.w2.first.gw", anchor: "nar.w2.first.nginx", oursName: "gateway (render)", vs: "nginx", bytes: "w2.narsize"},
 	{what: "serve: all NARs, 16 conns", workload: "W2", ours: "nar.w2.c16.gw", anchor: "nar.w2.c16.nginx", oursName: "gateway", vs: "nginx", bytes: "w2.narsize"},
 	{what: "substitute: `nix copy --from`", workload: "W2", ours: "subst.w2.gw", anchor: "subst.w2.nginx", oursName: "gateway", vs: "nginx", bytes: "w2.narsize", goal: 1.2},
-	{what: "storage: bytes on disk", workload: "W3", ours: "storage.w3.blocks", anchor: "storage.w3.xz", oursName: "nixipfs blocks (du)", vs: "xz NARs", storage: true, goal: 0.5},
-	{what: "storage: bytes on disk", workload: "W3", ours: "storage.w3.ipfsadd", anchor: "storage.w3.xz", oursName: "`ipfs add -r` blocks (du)", vs: "xz NARs", storage: true},
-	{what: "storage: apparent bytes", workload: "W3", ours: "storage.w3.blocks_apparent", anchor: "storage.w3.xz", oursName: "nixipfs blocks", vs: "xz NARs", storage: true},
+	{what: "storage: bytes on disk", workload: "W3", ours: "storage.w3.repo", anchor: "storage.w3.xz", oursName: "nixipfs repo, pebble (du)", vs: "xz NARs", storage: true, goal: 0.5},
+	{what: "storage: bytes on disk", workload: "W3", ours: "storage.w3.flatfs", anchor: "storage.w3.xz", oursName: "nixipfs repo, `--datastore flatfs` (du)", vs: "xz NARs", storage: true},
+	{what: "storage: bytes on disk", workload: "W3", ours: "storage.w3.ipfsadd", anchor: "storage.w3.xz", oursName: "`ipfs add -r` repo, flatfs (du)", vs: "xz NARs", storage: true},
 }
 
 func readKV(file string, sep string) (map[string][]string, []string, error) {
