@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -62,6 +63,10 @@ type Config struct {
 type Gateway struct {
 	cfg Config
 	mux *http.ServeMux
+	// narinfos remembers each record's rendered narinfo. Records are
+	// immutable, and the resolver hands out the same *PathInfo for as long
+	// as it keeps it, so the pointer is the key.
+	narinfos *lru.Cache[*manifests.PathInfo, []byte]
 }
 
 // New returns a gateway serving cfg.
@@ -81,7 +86,8 @@ func New(cfg Config) *Gateway {
 			cfg.Sources = countedSources{next: cfg.Sources, m: m}
 		}
 	}
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux()}
+	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos}
 	g.mux.HandleFunc("GET /health", g.health)
 	if cfg.Metrics != nil {
 		g.mux.Handle("GET /metrics", cfg.Metrics.Handler())
@@ -150,7 +156,17 @@ func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
-	writeText(w, r, "text/x-nix-narinfo", NarInfo(p))
+	body, ok := g.narinfos.Get(p)
+	if !ok {
+		body = []byte(NarInfo(p))
+		g.narinfos.Add(p, body)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/x-nix-narinfo")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
 }
 
 // NarRef names a served NAR: its DAG root, size and hash.
