@@ -219,14 +219,27 @@ var (
 
 var errClosed = errors.New("pebble datastore is closed")
 
-// use starts an operation; the caller must call s.mu.RUnlock when it returns nil.
-func (s *pebbleStore) use() error {
+// read runs f unless the store is closed; Close waits for it to return.
+func read[T any](s *pebbleStore, f func() (T, error)) (T, error) {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
-		return errClosed
+		var zero T
+		return zero, errClosed
 	}
-	return nil
+	return f()
+}
+
+// write runs f unless the store is closed or the disk has less than
+// reserve bytes free.
+func (s *pebbleStore) write(reserve uint64, f func() error) error {
+	_, err := read(s, func() (struct{}, error) {
+		if err := s.room(reserve); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, f()
+	})
+	return err
 }
 
 // room refuses a write that could leave pebble short of the space it needs.
@@ -242,89 +255,51 @@ func (s *pebbleStore) room(reserve uint64) error {
 }
 
 func (s *pebbleStore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
-	if err := s.use(); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	return s.d.Get(ctx, key)
+	return read(s, func() ([]byte, error) { return s.d.Get(ctx, key) })
 }
 
 func (s *pebbleStore) Has(ctx context.Context, key ds.Key) (bool, error) {
-	if err := s.use(); err != nil {
-		return false, err
-	}
-	defer s.mu.RUnlock()
-	return s.d.Has(ctx, key)
+	return read(s, func() (bool, error) { return s.d.Has(ctx, key) })
 }
 
 func (s *pebbleStore) GetSize(ctx context.Context, key ds.Key) (int, error) {
-	if err := s.use(); err != nil {
+	n, err := read(s, func() (int, error) { return s.d.GetSize(ctx, key) })
+	if errors.Is(err, errClosed) {
 		return -1, err
 	}
-	defer s.mu.RUnlock()
-	return s.d.GetSize(ctx, key)
+	return n, err
 }
 
+// Query's results outlive the call: go-ds-pebble ends their goroutine
+// itself when it closes.
 func (s *pebbleStore) Query(ctx context.Context, q query.Query) (query.Results, error) {
-	if err := s.use(); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	// go-ds-pebble ends the results' goroutine itself when it closes.
-	return s.d.Query(ctx, q)
-}
-
-func (s *pebbleStore) Put(ctx context.Context, key ds.Key, value []byte) error {
-	if err := s.use(); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	if err := s.room(reserveWrite); err != nil {
-		return err
-	}
-	return s.d.Put(ctx, key, value)
-}
-
-func (s *pebbleStore) Delete(ctx context.Context, key ds.Key) error {
-	if err := s.use(); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	if err := s.room(reserveDelete); err != nil {
-		return err
-	}
-	return s.d.Delete(ctx, key)
-}
-
-func (s *pebbleStore) Sync(ctx context.Context, prefix ds.Key) error {
-	if err := s.use(); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	if err := s.room(reserveDelete); err != nil {
-		return err
-	}
-	return s.d.Sync(ctx, prefix)
+	return read(s, func() (query.Results, error) { return s.d.Query(ctx, q) })
 }
 
 func (s *pebbleStore) DiskUsage(ctx context.Context) (uint64, error) {
-	if err := s.use(); err != nil {
-		return 0, err
-	}
-	defer s.mu.RUnlock()
-	return s.d.DiskUsage(ctx)
+	return read(s, func() (uint64, error) { return s.d.DiskUsage(ctx) })
+}
+
+func (s *pebbleStore) Put(ctx context.Context, key ds.Key, value []byte) error {
+	return s.write(reserveWrite, func() error { return s.d.Put(ctx, key, value) })
+}
+
+func (s *pebbleStore) Delete(ctx context.Context, key ds.Key) error {
+	return s.write(reserveDelete, func() error { return s.d.Delete(ctx, key) })
+}
+
+func (s *pebbleStore) Sync(ctx context.Context, prefix ds.Key) error {
+	return s.write(reserveDelete, func() error { return s.d.Sync(ctx, prefix) })
 }
 
 func (s *pebbleStore) Batch(ctx context.Context) (ds.Batch, error) {
-	if err := s.use(); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	b, err := s.d.Batch(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &pebbleBatch{b: b, s: s}, nil
+	return read(s, func() (ds.Batch, error) {
+		b, err := s.d.Batch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &pebbleBatch{b: b, s: s}, nil
+	})
 }
 
 // pebbleBatch checks the store and the free space when it commits.
@@ -344,18 +319,11 @@ func (b *pebbleBatch) Delete(ctx context.Context, key ds.Key) error {
 }
 
 func (b *pebbleBatch) Commit(ctx context.Context) error {
-	if err := b.s.use(); err != nil {
-		return err
-	}
-	defer b.s.mu.RUnlock()
 	reserve := uint64(reserveDelete)
 	if b.puts {
 		reserve = reserveWrite
 	}
-	if err := b.s.room(reserve); err != nil {
-		return err
-	}
-	return b.b.Commit(ctx)
+	return b.s.write(reserve, func() error { return b.b.Commit(ctx) })
 }
 
 func (s *pebbleStore) Close() error {
