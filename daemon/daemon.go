@@ -498,6 +498,12 @@ func (s *statusRecorder) Flush() {
 
 func logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Checked first: the wrapper and the arguments cost allocations on
+		// every request, and debug logging is usually off.
+		if !slog.Default().Enabled(r.Context(), slog.LevelDebug) {
+			h.ServeHTTP(w, r)
+			return
+		}
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
