@@ -57,3 +57,25 @@ func (n *Node) CollectGarbage(ctx context.Context) (int, error) {
 	}
 	return removed, nil
 }
+
+// Storage says what the node stores blocks in and how many bytes its repo
+// takes on disk. An embedded node names its datastore type (PebbleType,
+// "flatfs" in kubo's default layout); an external one says only "external".
+func (n *Node) Storage(ctx context.Context) (datastore string, bytes uint64, err error) {
+	if n.embedded == nil {
+		var st struct{ RepoSize uint64 }
+		if err := n.rpc.Request("repo/stat").Option("size-only", true).Exec(ctx, &st); err != nil {
+			return "external", 0, fmt.Errorf("repo stat: %w", err)
+		}
+		return "external", st.RepoSize, nil
+	}
+	datastore = DatastoreFlatfs
+	if cfg, err := n.embedded.Repo.Config(); err == nil && cfg.Datastore.Spec["type"] == PebbleType {
+		datastore = PebbleType
+	}
+	bytes, err = n.embedded.Repo.GetStorageUsage(ctx)
+	if err != nil {
+		return datastore, 0, fmt.Errorf("repo size: %w", err)
+	}
+	return datastore, bytes, nil
+}

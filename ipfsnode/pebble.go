@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -276,8 +277,29 @@ func (s *pebbleStore) Query(ctx context.Context, q query.Query) (query.Results, 
 	return read(s, func() (query.Results, error) { return s.d.Query(ctx, q) })
 }
 
-func (s *pebbleStore) DiskUsage(ctx context.Context) (uint64, error) {
-	return read(s, func() (uint64, error) { return s.d.DiskUsage(ctx) })
+// DiskUsage is what the database's files take on disk, as du counts them.
+// pebble's own figure (go-ds-pebble's answer) leaves out its blob files,
+// where the blocks are: 2 MB for a 140 MB repo.
+func (s *pebbleStore) DiskUsage(context.Context) (uint64, error) {
+	return read(s, func() (uint64, error) {
+		entries, err := os.ReadDir(s.path)
+		if err != nil {
+			return 0, fmt.Errorf("disk usage of %s: %w", s.path, err)
+		}
+		var total uint64
+		for _, e := range entries {
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed by a compaction meanwhile
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				total += uint64(st.Blocks) * 512
+			} else {
+				total += uint64(fi.Size())
+			}
+		}
+		return total, nil
+	})
 }
 
 func (s *pebbleStore) Put(ctx context.Context, key ds.Key, value []byte) error {

@@ -51,6 +51,10 @@ type Node struct {
 	PeerID string `json:"peerId,omitempty"`
 	// IPNS is the manifest's name: other nodes follow it.
 	IPNS string `json:"ipns,omitempty"`
+	// Datastore is what an embedded node stores blocks in (nixipfs-pebble
+	// or flatfs); RepoBytes is its repo's size on disk.
+	Datastore string `json:"datastore,omitempty"`
+	RepoBytes uint64 `json:"repoBytes,omitempty"`
 }
 
 // Manifest is this node's manifest and its latest versions, newest first.
@@ -181,6 +185,11 @@ func (c *Collector) Collect(ctx context.Context) *Report {
 		fail("manifest name", err)
 	} else {
 		r.Node.IPNS = name
+	}
+	if ds, size, err := c.Node.Storage(ctx); err != nil {
+		fail("storage", err)
+	} else {
+		r.Node.Datastore, r.Node.RepoBytes = ds, size
 	}
 	if err := c.manifest(ctx, local, r); err != nil {
 		fail("manifest", err)

@@ -51,6 +51,9 @@ func WriteText(w io.Writer, r *Report) error {
 	}
 	p("node:     %s IPFS node, peer %s\n", r.Node.Kind, r.Node.PeerID)
 	p("ipns:     /ipns/%s\n", r.Node.IPNS)
+	if r.Node.Datastore != "" {
+		p("storage:  %s, %.1f MB on disk\n", r.Node.Datastore, float64(r.Node.RepoBytes)/1e6)
+	}
 	if m := r.Manifest; m.Version != "" {
 		p("manifest: %s (seq %d, %d paths, %s)\n", m.Version, m.Seq, m.Paths, m.Time)
 	} else {

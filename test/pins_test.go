@@ -216,6 +216,27 @@ func TestRepoGCPebble(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, "repo gc: removed 0 blocks") {
 		t.Fatalf("embedded repo gc: %v\n%s", err, stderr)
 	}
+	// status reports the datastore and its size on disk, blob files (the
+	// blocks) included.
+	var blobs int64
+	files, _ := filepath.Glob(filepath.Join(n.dataDir, "ipfs", "pebble", "*.blob"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			blobs += st.Size()
+		}
+	}
+	var st struct {
+		Node struct {
+			Datastore string
+			RepoBytes int64
+		}
+	}
+	if err := json.Unmarshal([]byte(n.nixipfs(t, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.Datastore != ipfsnode.PebbleType || blobs == 0 || st.Node.RepoBytes < blobs {
+		t.Fatalf("status: datastore %q, %d bytes on disk; the blob files alone hold %d", st.Node.Datastore, st.Node.RepoBytes, blobs)
+	}
 	for _, r := range res {
 		nar := n.nixipfs(t, "nar", "render", r.Root)
 		want := run(t, nil, "nix-store", "--dump", store+r.StorePath)
