@@ -54,7 +54,7 @@ type Node struct {
 	// Datastore is what an embedded node stores blocks in (nixipfs-pebble
 	// or flatfs); RepoBytes is its repo's size on disk.
 	Datastore string `json:"datastore,omitempty"`
-	RepoBytes uint64 `json:"repoBytes,omitempty"`
+	RepoBytes int64  `json:"repoBytes,omitempty"`
 }
 
 // Manifest is this node's manifest and its latest versions, newest first.
@@ -189,7 +189,7 @@ func (c *Collector) Collect(ctx context.Context) *Report {
 	if ds, size, err := c.Node.Storage(ctx); err != nil {
 		fail("storage", err)
 	} else {
-		r.Node.Datastore, r.Node.RepoBytes = ds, size
+		r.Node.Datastore, r.Node.RepoBytes = ds, int64(size)
 	}
 	if err := c.manifest(ctx, local, r); err != nil {
 		fail("manifest", err)

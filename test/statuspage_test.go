@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixipfs/nixipfs/internal/nixtest"
+	"github.com/nixipfs/nixipfs/ipfsnode"
 	nodestatus "github.com/nixipfs/nixipfs/status"
 )
 
@@ -133,6 +134,9 @@ func TestStatusPage(t *testing.T) {
 		if got := elementText(t, dom, id); got != want {
 			t.Errorf("#%s shows %q, want %q", id, got, want)
 		}
+	}
+	if got := elementText(t, dom, "storage"); !strings.HasPrefix(got, ipfsnode.PebbleType+", ") || !strings.HasSuffix(got, " on disk") {
+		t.Errorf("#storage shows %q, want the datastore and its size", got)
 	}
 	if got := elementText(t, dom, "peer-count"); got == "0" {
 		t.Error("#peer-count shows 0; A is connected to B")
