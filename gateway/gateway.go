@@ -127,12 +127,17 @@ func (g *Gateway) cacheInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeText(w http.ResponseWriter, r *http.Request, ctype, body string) {
+	writeBody(w, r, ctype, []byte(body))
+}
+
+// writeBody answers with body, or only its headers for HEAD.
+func writeBody(w http.ResponseWriter, r *http.Request, ctype string, body []byte) {
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	if r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write([]byte(body))
+	_, _ = w.Write(body)
 }
 
 // notFound is the answer for anything not here: Nix treats 404 as "absent"
@@ -161,12 +166,7 @@ func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
 		body = []byte(NarInfo(p))
 		g.narinfos.Add(p, body)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/x-nix-narinfo")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	writeBody(w, r, "text/x-nix-narinfo", body)
 }
 
 // NarRef names a served NAR: its DAG root, size and hash.
