@@ -20,6 +20,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/nixipfs/nixipfs/fastpath"
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
 	"github.com/nixipfs/nixipfs/ipfsnode"
@@ -227,10 +228,17 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+	gw := gateway.New(gc)
 	srv := &http.Server{
-		Handler:           logRequests(gateway.New(gc)),
+		Handler:           logRequests(gw),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+	}
+	// Narinfos and cached NARs are answered by the fast path, the rest by
+	// srv. With debug logging every request goes through srv, which logs it.
+	var fast *fastpath.Server
+	if !slog.Default().Enabled(ctx, slog.LevelDebug) {
+		fast = fastpath.New(gw, fastpath.Config{HeaderTimeout: srv.ReadHeaderTimeout, IdleTimeout: srv.IdleTimeout})
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -246,7 +254,12 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Ready(lis.Addr())
 	}
 	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(lis) }()
+	if fast != nil {
+		go func() { srvErr <- fast.Serve(lis) }()
+		go func() { _ = srv.Serve(fast.HandOff()) }()
+	} else {
+		go func() { srvErr <- srv.Serve(lis) }()
+	}
 	host := Host{GatewayURL: collector.Gateway, Follow: follows.add, Metrics: m}
 	svcErr := make(chan error, len(cfg.Services))
 	for _, svc := range cfg.Services {
@@ -268,6 +281,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
+	if fast != nil {
+		_ = fast.Shutdown(sctx)
+	}
 	_ = srv.Shutdown(sctx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

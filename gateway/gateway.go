@@ -153,20 +153,30 @@ func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
-	p, err := g.cfg.Paths.Lookup(r.Context(), hash)
+	body := g.narinfoBody(r.Context(), hash)
+	if body == nil {
+		notFound(w)
+		return
+	}
+	writeBody(w, r, "text/x-nix-narinfo", body)
+}
+
+// narinfoBody is the narinfo of the path with this hash, nil if there is
+// none to serve.
+func (g *Gateway) narinfoBody(ctx context.Context, hash string) []byte {
+	p, err := g.cfg.Paths.Lookup(ctx, hash)
 	if err != nil {
 		if !errors.Is(err, manifests.ErrNotFound) {
 			g.cfg.Logger.Warn("narinfo lookup", "hash", hash, "err", err)
 		}
-		notFound(w)
-		return
+		return nil
 	}
 	body, ok := g.narinfos.Get(p)
 	if !ok {
 		body = []byte(NarInfo(p))
 		g.narinfos.Add(p, body)
 	}
-	writeBody(w, r, "text/x-nix-narinfo", body)
+	return body
 }
 
 // NarRef names a served NAR: its DAG root, size and hash.
