@@ -64,6 +64,10 @@ type Server struct {
 	cfg     Config
 	handoff *handoffListener
 
+	// bufs holds answer buffers between requests, so an idle connection
+	// keeps only its read buffer, as with net/http.
+	bufs sync.Pool
+
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	closing bool
@@ -73,8 +77,10 @@ type Server struct {
 
 // New returns a server that answers with h.
 func New(h Handler, cfg Config) *Server {
-	return &Server{h: h, cfg: cfg, conns: map[net.Conn]struct{}{},
+	s := &Server{h: h, cfg: cfg, conns: map[net.Conn]struct{}{},
 		handoff: &handoffListener{conns: make(chan net.Conn), done: make(chan struct{})}}
+	s.bufs.New = func() any { b := make([]byte, 0, 8<<10); return &b }
+	return s
 }
 
 // HandOff is the listener the net/http server must Serve: it yields the
@@ -175,7 +181,6 @@ func (s *Server) isClosing() bool {
 func (s *Server) serveConn(c net.Conn) {
 	defer s.untrack(c)
 	br := bufio.NewReaderSize(c, maxHead)
-	out := make([]byte, 0, 8<<10)
 	for {
 		head, err := s.readHead(c, br)
 		if err != nil {
@@ -198,8 +203,12 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		_, _ = br.Discard(len(head))
+		out := s.bufs.Get().(*[]byte)
 		var sent int64
-		out, sent, err = write(c, out[:0], &a, start)
+		*out, sent, err = write(c, (*out)[:0], &a, start)
+		if cap(*out) <= 64<<10 {
+			s.bufs.Put(out)
+		}
 		if a.File != nil {
 			a.File.Close()
 		}

@@ -1,15 +1,19 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/ipfs/kubo/core/coreiface/options"
@@ -17,6 +21,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/nixtest"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/narcache"
@@ -234,5 +239,80 @@ func TestGatewayFiles(t *testing.T) {
 		if code := status(t, srv.URL+u); code != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404", u, code)
 		}
+	}
+}
+
+// TestGatewayHostileHTTP sends a real daemon requests that are malformed,
+// ambiguous or smuggling a second request, each on its own connection. The
+// gateway answers narinfos and cached NARs on a fast path beside net/http,
+// which hands anything unusual to net/http: each of these gets net/http's
+// answer (a refusal, or for what it reads one way only, such as a folded
+// field or a chunked body beside a length, the answer to what it read), never
+// a 5xx, and afterwards the daemon serves the same narinfo and NAR.
+func TestGatewayHostileHTTP(t *testing.T) {
+	nixEnv(t)
+	store := nixtest.Store(t)
+	p := addRandomFile(t, store, "hostile-http", 100<<10)
+	n := newNode(t, store, nil)
+	n.publish(t, p)
+	gw := n.daemon(t).url
+	addr := strings.TrimPrefix(gw, "http://")
+	hash := strings.SplitN(filepath.Base(p), "-", 2)[0]
+	info := get(t, gw+"/"+hash+".narinfo")
+	nar := get(t, gw+"/"+narinfo(t, gw, p)["URL"][0])
+	get(t, gw+"/"+narinfo(t, gw, p)["URL"][0]) // now from the NAR cache
+
+	ok := "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, c := range []struct {
+		name, req string
+		codes     []int // the statuses of the answers, in order
+	}{
+		{"NUL in a field", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\nAccept: \x00\r\n\r\n", []int{400}},
+		{"two Hosts", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", []int{400}},
+		{"no Host", "GET /" + hash + ".narinfo HTTP/1.1\r\n\r\n", []int{400}},
+		{"bad Host", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a/b\r\n\r\n", []int{400}},
+		{"obs-fold", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\nAccept: x\r\n y\r\n\r\n" + ok, []int{200, 200}},
+		{"space before colon", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost : a\r\n\r\n", []int{400}},
+		// The chunked body ends at "0": the request after it is answered
+		// as one, not read as body bytes.
+		{"length and chunked", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + ok, []int{200, 200}},
+		{"two lengths", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx", []int{400}},
+		{"bad version", "GET /" + hash + ".narinfo HTTP/9.9\r\nHost: a\r\n\r\n", []int{505}},
+		{"request line garbage", "GET\x01/x HTTP/1.1\r\nHost: a\r\n\r\n", []int{400}},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", []int{405}},
+		{"method", "DELETE /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\n\r\n", []int{405}},
+		{"head too large", "GET /" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\nAccept: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", []int{431}},
+		{"smuggled after a fast answer", ok + "GARBAGE\r\n\r\n", []int{200, 400}},
+		{"traversal", "GET /nar/../" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\n\r\n", []int{307}}, // to the clean path
+		{"escaped", "GET /%2e%2e/" + hash + ".narinfo HTTP/1.1\r\nHost: a\r\n\r\n", []int{404}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			// Written concurrently: the server may answer a too-large head
+			// before reading it all.
+			go io.WriteString(conn, c.req)
+			br := bufio.NewReader(conn)
+			for i, want := range c.codes {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("answer %d: %v", i, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != want {
+					t.Errorf("answer %d: %s, want %d", i, resp.Status, want)
+				}
+			}
+		})
+	}
+	if got := get(t, gw+"/"+hash+".narinfo"); !bytes.Equal(got, info) {
+		t.Errorf("narinfo changed after the hostile requests:\n%s\nwas\n%s", got, info)
+	}
+	if got := get(t, gw+"/"+narinfo(t, gw, p)["URL"][0]); !bytes.Equal(got, nar) {
+		t.Errorf("NAR changed after the hostile requests")
 	}
 }
