@@ -66,7 +66,8 @@ type Gateway struct {
 	// narinfos remembers each record's rendered narinfo. Records are
 	// immutable, and the resolver hands out the same *PathInfo for as long
 	// as it keeps it, so the pointer is the key.
-	narinfos *lru.Cache[*manifests.PathInfo, []byte]
+	narinfos      *lru.Cache[*manifests.PathInfo, []byte]
+	cacheInfoBody []byte
 }
 
 // New returns a gateway serving cfg.
@@ -87,7 +88,8 @@ func New(cfg Config) *Gateway {
 		}
 	}
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos}
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,
+		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
 	g.mux.HandleFunc("GET /health", g.health)
 	if cfg.Metrics != nil {
 		g.mux.Handle("GET /metrics", cfg.Metrics.Handler())
@@ -122,12 +124,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) cacheInfo(w http.ResponseWriter, r *http.Request) {
-	body := fmt.Sprintf("StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", g.cfg.StoreDir, g.cfg.Priority)
-	writeText(w, r, "text/x-nix-cache-info", body)
-}
-
-func writeText(w http.ResponseWriter, r *http.Request, ctype, body string) {
-	writeBody(w, r, ctype, []byte(body))
+	writeBody(w, r, "text/x-nix-cache-info", g.cacheInfoBody)
 }
 
 // writeBody answers with body, or only its headers for HEAD.

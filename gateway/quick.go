@@ -11,12 +11,18 @@ import (
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
-// Quick answers a fast-path GET of a narinfo, or of a NAR already in the NAR
-// cache, with the status, fields and body ServeHTTP sends for it; it
+// Quick answers a fast-path GET of nix-cache-info, of a narinfo, or of a NAR
+// already in the NAR cache, with the status, fields and body ServeHTTP sends for it; it
 // declines everything else, which net/http then serves. TestQuickMatchesServeHTTP
 // holds the two to the same answers.
 func (g *Gateway) Quick(r *fastpath.Request) (fastpath.Answer, bool) {
 	name := r.Path[1:] // parseHead: the path starts with '/'
+	if name == "nix-cache-info" {
+		// Nix asks this first on a connection; answering it here keeps
+		// the connection on the fast path.
+		a := fastpath.Answer{Status: http.StatusOK, ContentType: "text/x-nix-cache-info", Body: g.cacheInfoBody}
+		return g.counted(a, "nix-cache-info", time.Now()), true
+	}
 	if file, ok := strings.CutPrefix(name, "nar/"); ok {
 		return g.quickNAR(file, r)
 	}
