@@ -281,10 +281,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
+	// Both at once: a slow client of one must not use up the other's time.
+	var shut sync.WaitGroup
 	if fast != nil {
-		_ = fast.Shutdown(sctx)
+		shut.Go(func() { _ = fast.Shutdown(sctx) })
 	}
 	_ = srv.Shutdown(sctx)
+	shut.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

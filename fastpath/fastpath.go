@@ -18,9 +18,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,17 +33,20 @@ import (
 // Handler answers fast-path requests.
 type Handler interface {
 	// Quick answers r, or returns false to leave the request, and the
-	// connection, to net/http. It must not block on the network.
+	// connection, to net/http. It must not block for long: a slow answer
+	// holds up the requests behind it and Shutdown.
 	Quick(r *Request) (Answer, bool)
 }
 
-// Answer is a complete response.
+// Answer is a complete response with a body: the server writes the status
+// line, Content-Length, Content-Type, Date, then Header, then the body. It
+// is for statuses that have a body (not 1xx, 204 or 304).
 type Answer struct {
-	Status      int
+	Status      int // with a reason phrase in net/http's StatusText
 	ContentType string
 	Header      [][2]string // more fields, in order
-	// The body is Body, or the first Size bytes of File, which the server
-	// closes. Files go to the socket with sendfile.
+	// The body is Body, or the first Size (≥ 0) bytes of File, which the
+	// server closes. Larger files go to the socket with sendfile.
 	Body []byte
 	File *os.File
 	Size int64
@@ -51,10 +57,13 @@ type Answer struct {
 
 // Config configures a Server.
 type Config struct {
-	// HeaderTimeout bounds the time from a request's first byte to the end
-	// of its head; IdleTimeout the wait for the next request. Both as
-	// net/http's ReadHeaderTimeout and IdleTimeout, and both required.
+	// HeaderTimeout bounds the wait for a new connection's first request
+	// head, and for a later request's head from its first byte;
+	// IdleTimeout the wait between requests. Both as net/http's
+	// ReadHeaderTimeout and IdleTimeout, and both required.
 	HeaderTimeout, IdleTimeout time.Duration
+	// Logger reports handler panics; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Server accepts connections, answers what its Handler can, and hands the
@@ -63,13 +72,12 @@ type Server struct {
 	h       Handler
 	cfg     Config
 	handoff *handoffListener
-
 	// bufs holds answer buffers between requests, so an idle connection
 	// keeps only its read buffer, as with net/http.
 	bufs sync.Pool
 
 	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
+	conns   map[net.Conn]struct{} // being read or answered here
 	closing bool
 	wg      sync.WaitGroup
 	ln      net.Listener
@@ -77,6 +85,9 @@ type Server struct {
 
 // New returns a server that answers with h.
 func New(h Handler, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	s := &Server{h: h, cfg: cfg, conns: map[net.Conn]struct{}{},
 		handoff: &handoffListener{conns: make(chan net.Conn), done: make(chan struct{})}}
 	s.bufs.New = func() any { b := make([]byte, 0, 8<<10); return &b }
@@ -88,32 +99,36 @@ func New(h Handler, cfg Config) *Server {
 func (s *Server) HandOff() net.Listener { return s.handoff }
 
 // Serve accepts connections on ln until Shutdown, and returns the error
-// that stopped it (nil after Shutdown).
+// that stopped it (nil after Shutdown). Call it once.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		ln.Close()
 		return nil
 	}
 	s.ln = ln
 	addr := ln.Addr()
 	s.handoff.addr.Store(&addr)
 	s.mu.Unlock()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
+			if s.isClosing() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors and the like: wait and retry, as
+			// net/http does, rather than stop serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.cfg.Logger.Warn("gateway: accept", "err", err, "retry in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		if !s.track(c) {
 			c.Close()
 			return nil
@@ -133,17 +148,17 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
-func (s *Server) untrack(c net.Conn) {
+// forget stops tracking c: it is closed or net/http's now.
+func (s *Server) forget(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.wg.Done()
 }
 
 // Shutdown stops accepting, closes the hand-off listener, wakes connections
 // waiting for a request so they close, and waits until answers in flight
-// are written or ctx ends. Connections already handed over are the net/http
-// server's to shut down.
+// are written or ctx ends, when it closes what is left. Connections already
+// handed over are the net/http server's to shut down.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -176,15 +191,39 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
+// setReadDeadline sets c's read deadline unless the server is closing: a
+// deadline Shutdown set (under the same lock) is never pushed back.
+func (s *Server) setReadDeadline(c net.Conn, t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	_ = c.SetReadDeadline(t)
+	return true
+}
+
 // serveConn answers requests on c until one is not for the fast path, then
 // hands c over with everything read from it still unread.
 func (s *Server) serveConn(c net.Conn) {
-	defer s.untrack(c)
+	defer s.wg.Done()
+	defer func() {
+		// net/http survives a handler's panic by dropping its connection;
+		// so does this.
+		if p := recover(); p != nil {
+			s.cfg.Logger.Error("gateway: panic answering a request", "panic", p, "stack", string(debug.Stack()))
+			s.forget(c)
+			c.Close()
+		}
+	}()
 	br := bufio.NewReaderSize(c, maxHead)
+	wait := s.cfg.HeaderTimeout // a new connection has this long to send its first head
 	for {
-		head, err := s.readHead(c, br)
+		head, err := s.readHead(c, br, wait)
+		wait = s.cfg.IdleTimeout
 		if err != nil {
 			if !errors.Is(err, errHandOff) {
+				s.forget(c)
 				c.Close()
 				return
 			}
@@ -216,35 +255,39 @@ func (s *Server) serveConn(c net.Conn) {
 			a.Done(sent, err)
 		}
 		if err != nil || s.isClosing() {
+			s.forget(c)
 			c.Close()
 			return
 		}
 	}
 }
 
-// readHead waits for a whole request head at the start of br and returns
-// it without consuming it. A head that does not fit in br's buffer, or
-// bytes that can never start one, are errHandOff; a closed, idle or slow
-// connection is any other error.
-func (s *Server) readHead(c net.Conn, br *bufio.Reader) ([]byte, error) {
-	_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-	// Checked after the deadline is set: Shutdown sets its own under the
-	// same lock, so a closing server's deadline always wins.
-	if s.isClosing() {
+// readHead waits up to wait for a request to start, then up to
+// HeaderTimeout for its whole head at the start of br, and returns the head
+// without consuming it. A head that does not fit in br's buffer, or bytes
+// that can never start a fast-path head, are errHandOff; a closed, idle or
+// slow connection is any other error.
+func (s *Server) readHead(c net.Conn, br *bufio.Reader, wait time.Duration) ([]byte, error) {
+	if !s.setReadDeadline(c, time.Now().Add(wait)) {
 		return nil, net.ErrClosed
 	}
-	started := false
+	started, scanned := false, 0
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if n := headEnd(buf); n > 0 {
+		if n, ok := scanHead(buf, scanned); n > 0 {
 			return buf[:n], nil
+		} else if !ok {
+			return nil, errHandOff
 		}
-		if len(buf) >= maxHead || !couldBeGET(buf) {
+		scanned = len(buf)
+		if len(buf) >= maxHead {
 			return nil, errHandOff
 		}
 		if len(buf) > 0 && !started {
 			started = true
-			_ = c.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+			if !s.setReadDeadline(c, time.Now().Add(s.cfg.HeaderTimeout)) {
+				return nil, net.ErrClosed
+			}
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
 			if len(buf) > 0 && errors.Is(err, io.EOF) {
@@ -255,17 +298,34 @@ func (s *Server) readHead(c net.Conn, br *bufio.Reader) ([]byte, error) {
 	}
 }
 
-// couldBeGET reports whether b can still begin a GET request: anything
-// else goes to net/http as soon as its first bytes arrive.
-func couldBeGET(b []byte) bool {
+// scanHead looks for the end of a request head in b, of which the first
+// from bytes were scanned before. It returns the head's length, or 0 and
+// whether b can still become a fast-path head: it must begin "GET /" and
+// end its lines with CRLF. Anything else is handed over as soon as it shows,
+// rather than when a head that never comes times out.
+func scanHead(b []byte, from int) (int, bool) {
 	const get = "GET /"
-	n := min(len(b), len(get))
-	return string(b[:n]) == get[:n]
+	if n := min(len(b), len(get)); string(b[:n]) != get[:n] {
+		return 0, false
+	}
+	for i := max(from, 1); i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		if b[i-1] != '\r' {
+			return 0, false // a bare LF: net/http's to read
+		}
+		if i >= 3 && b[i-2] == '\n' && b[i-3] == '\r' {
+			return i + 1, true
+		}
+	}
+	return 0, true
 }
 
 // handOver gives c to the net/http server, which reads br's buffered bytes
 // first, so the request that was not answered here is answered there.
 func (s *Server) handOver(c net.Conn, br *bufio.Reader) {
+	s.forget(c)
 	_ = c.SetReadDeadline(time.Time{})
 	if !s.handoff.push(&handedConn{Conn: c, r: br}) {
 		c.Close()
@@ -277,6 +337,9 @@ func (s *Server) handOver(c net.Conn, br *bufio.Reader) {
 func write(c net.Conn, buf []byte, a *Answer, now time.Time) ([]byte, int64, error) {
 	size := int64(len(a.Body))
 	if a.File != nil {
+		if a.Size < 0 {
+			return buf, 0, errors.New("fastpath: negative file size")
+		}
 		size = a.Size
 	}
 	buf = append(buf, "HTTP/1.1 "...)
@@ -303,9 +366,9 @@ func write(c net.Conn, buf []byte, a *Answer, now time.Time) ([]byte, int64, err
 	case size <= smallFile:
 		// One write for the head and a small file: a second packet costs
 		// the client more than the copy costs here.
-		buf = append(buf, make([]byte, size)...)
+		buf = slices.Grow(buf, int(size))[:head+int(size)]
 		if _, err := io.ReadFull(a.File, buf[head:]); err != nil {
-			return buf, 0, err
+			return buf[:head], 0, err
 		}
 	}
 	n, err := c.Write(buf)
@@ -327,10 +390,18 @@ const smallFile = 32 << 10
 // handedConn is a connection whose first bytes were already read into r.
 type handedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *bufio.Reader // nil once drained
 }
 
-func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *handedConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil // drained: let its buffer go
+	}
+	return c.Conn.Read(p)
+}
 
 // ReadFrom keeps net/http's sendfile: it copies to the connection itself.
 func (c *handedConn) ReadFrom(src io.Reader) (int64, error) {
@@ -338,6 +409,15 @@ func (c *handedConn) ReadFrom(src io.Reader) (int64, error) {
 		return rf.ReadFrom(src)
 	}
 	return io.Copy(c.Conn, src)
+}
+
+// CloseWrite keeps net/http's half-close before it closes a connection
+// after an error answer, so the client reads the answer before the close.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // handoffListener yields handed-over connections to net/http.

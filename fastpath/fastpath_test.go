@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,9 +24,10 @@ import (
 // files answers /fast with a body and /file/<name> with a file of dir;
 // everything else is declined. It records what Done reported.
 type files struct {
-	dir  string
-	mu   sync.Mutex
-	sent []int64
+	dir              string
+	entered, release chan struct{} // /block: entered, then waits for release
+	mu               sync.Mutex
+	sent             []int64
 }
 
 func (h *files) Quick(r *Request) (Answer, bool) {
@@ -32,6 +37,14 @@ func (h *files) Quick(r *Request) (Answer, bool) {
 		if err == nil {
 			h.sent = append(h.sent, n)
 		}
+	}
+	switch r.Path {
+	case "/block":
+		h.entered <- struct{}{}
+		<-h.release
+		return Answer{Status: 200, ContentType: "text/plain", Body: []byte("unblocked")}, true
+	case "/panic":
+		panic("handler bug")
 	}
 	if r.Path == "/fast" {
 		return Answer{Status: 200, ContentType: "text/plain", Body: []byte("fast " + r.AcceptEncoding), Done: done}, true
@@ -52,17 +65,22 @@ func (h *files) Quick(r *Request) (Answer, bool) {
 // itself in X-Via and echoes method, path and body.
 func start(t *testing.T, cfg Config) (*Server, *files, string, chan error) {
 	t.Helper()
-	h := &files{dir: t.TempDir()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startOn(t, cfg, ln)
+}
+
+func startOn(t *testing.T, cfg Config, ln net.Listener) (*Server, *files, string, chan error) {
+	t.Helper()
+	h := &files{dir: t.TempDir(), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	s := New(h, cfg)
 	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Via", "net/http")
 		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
 	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
 	go func() { _ = slow.Serve(s.HandOff()) }()
@@ -160,6 +178,8 @@ func TestHandedOffAtOnce(t *testing.T) {
 		// A head longer than the fast path reads.
 		{"long head", "GET /fast HTTP/1.1\r\nHost: x\r\nAccept: " + strings.Repeat("a", maxHead) + "\r\n\r\n", "GET /fast "},
 		{"odd field", "GET /fast HTTP/1.1\r\nHost: x\r\nX-Odd: 1\r\n\r\n", "GET /fast "},
+		// Bare LFs: net/http reads them, at once, not after a timeout.
+		{"bare LF", "GET /fast HTTP/1.1\nHost: x\n\n", "GET /fast "},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn, br := dial(t, addr)
@@ -178,24 +198,120 @@ func TestHandedOffAtOnce(t *testing.T) {
 	}
 }
 
-// A request that never finishes its head is cut at HeaderTimeout, and an
-// idle connection at IdleTimeout, as net/http does.
+// A new connection has HeaderTimeout to send its first head, and a later
+// head HeaderTimeout from its first byte; an idle connection is cut at
+// IdleTimeout. Each wait below is bounded by dial's 30 s deadline, far above
+// the timeout under test and below the other one.
 func TestTimeouts(t *testing.T) {
-	_, _, addr, _ := start(t, Config{HeaderTimeout: 50 * time.Millisecond, IdleTimeout: 100 * time.Millisecond})
+	eof := func(t *testing.T, what string, br *bufio.Reader) {
+		t.Helper()
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: read %v, want EOF", what, err)
+		}
+	}
+	t.Run("header", func(t *testing.T) {
+		_, _, addr, _ := start(t, Config{HeaderTimeout: 50 * time.Millisecond, IdleTimeout: time.Hour})
+		_, br := dial(t, addr)
+		eof(t, "silent new connection", br)
+		c, br := dial(t, addr)
+		if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		eof(t, "first head unfinished", br)
+		c, br = dial(t, addr)
+		if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, br, want{"", "fast "})
+		eof(t, "second head unfinished", br)
+	})
+	t.Run("idle", func(t *testing.T) {
+		_, _, addr, _ := start(t, Config{HeaderTimeout: time.Hour, IdleTimeout: 50 * time.Millisecond})
+		c, br := dial(t, addr)
+		if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, br, want{"", "fast "})
+		eof(t, "idle after an answer", br)
+	})
+}
+
+// An answer being written when Shutdown starts is finished, then its
+// connection closed.
+func TestShutdownFinishesAnswer(t *testing.T) {
+	s, h, addr, served := start(t, testCfg)
 	c, br := dial(t, addr)
-	if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-h.entered
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	close(h.release)
+	expect(t, br, want{"", "unblocked"})
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the answer: read %v, want EOF", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// A handler's panic drops its connection, as net/http does, and the server
+// goes on.
+func TestHandlerPanic(t *testing.T) {
+	_, _, addr, _ := start(t, Config{HeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		Logger: slog.New(slog.DiscardHandler)})
+	c, br := dial(t, addr)
+	if _, err := io.WriteString(c, "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-		t.Fatalf("slow head: read %v, want EOF", err)
+		t.Fatalf("after a panic: read %v, want EOF", err)
 	}
 	c, br = dial(t, addr)
 	if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, br, want{"", "fast "})
-	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-		t.Fatalf("idle: read %v, want EOF", err)
+}
+
+// failingListener fails its first Accepts as a process out of file
+// descriptors does.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// Accept errors other than a closed listener are waited out, not fatal.
+func TestAcceptErrorsRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingListener{Listener: ln}
+	fl.fails.Store(3)
+	_, _, addr, served := startOn(t, Config{HeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		Logger: slog.New(slog.DiscardHandler)}, fl)
+	c, br := dial(t, addr)
+	if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, br, want{"", "fast "})
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned: %v", err)
+	default:
 	}
 }
 
@@ -231,13 +347,21 @@ func TestHTTPClient(t *testing.T) {
 	_, _, addr, _ := start(t, testCfg)
 	c := &http.Client{Timeout: 30 * time.Second}
 	var got []string
-	for _, p := range []string{"/fast", "/fast", "/other", "/fast"} {
-		resp, err := c.Get("http://" + addr + p)
+	for i, p := range []string{"/fast", "/fast", "/other", "/fast"} {
+		reused := false
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+		})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+p, nil)
+		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if reused != (i > 0) {
+			t.Errorf("request %d (%s): connection reused %v", i, p, reused)
+		}
 		got = append(got, string(b))
 	}
 	if want := []string{"fast gzip", "fast gzip", "GET /other ", "GET /fast "}; fmt.Sprint(got) != fmt.Sprint(want) {

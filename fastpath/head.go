@@ -120,16 +120,6 @@ func ignored(name []byte) bool {
 	return false
 }
 
-// headEnd returns the length of the request head at the start of b,
-// including its final empty line, or -1 if b holds no complete head.
-func headEnd(b []byte) int {
-	i := bytes.Index(b, []byte("\r\n\r\n"))
-	if i < 0 {
-		return -1
-	}
-	return i + 4
-}
-
 func cutCRLF(b []byte) (line, rest []byte, ok bool) {
 	i := bytes.IndexByte(b, '\n')
 	if i < 1 || b[i-1] != '\r' {

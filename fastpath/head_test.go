@@ -55,10 +55,27 @@ func TestParseHead(t *testing.T) {
 	}
 }
 
-func TestHeadEnd(t *testing.T) {
-	for b, want := range map[string]int{"": -1, "GET / HTTP/1.1\r\n": -1, "a\r\n\r\nb": 5} {
-		if got := headEnd([]byte(b)); got != want {
-			t.Errorf("headEnd(%q) = %d, want %d", b, got, want)
+func TestScanHead(t *testing.T) {
+	for _, c := range []struct {
+		b    string
+		from int
+		n    int
+		ok   bool
+	}{
+		{"", 0, 0, true},
+		{"GE", 0, 0, true},
+		{"GET /a HTTP/1.1\r\n", 0, 0, true},
+		{"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET", 0, 28, true},
+		{"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 27, 28, true}, // resumed mid-terminator
+		{"POST", 0, 0, false},
+		{"GET  /", 0, 0, false},
+		{"\r\nGET /", 0, 0, false},
+		{"GET /a HTTP/1.1\nHost: x\n\n", 0, 0, false}, // bare LF: net/http's
+		{"GET /a HTTP/1.1\r\nHost: x\r\n\n", 0, 0, false},
+	} {
+		n, ok := scanHead([]byte(c.b), c.from)
+		if n != c.n || ok != c.ok {
+			t.Errorf("scanHead(%q, %d) = %d, %v; want %d, %v", c.b, c.from, n, ok, c.n, c.ok)
 		}
 	}
 }

@@ -31,9 +31,11 @@ func (g *Gateway) Quick(r *fastpath.Request) (fastpath.Answer, bool) {
 		return fastpath.Answer{}, false
 	}
 	start := time.Now()
-	// Lookups read only local blocks (the resolver's offline API), so no
-	// client context is needed to bound them.
-	body := g.narinfoBody(context.Background(), hash)
+	// Lookups read only local blocks (the resolver's offline API), but an
+	// external kubo may stall: there is no client context here to end them.
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	body := g.narinfoBody(ctx, hash)
+	cancel()
 	if body == nil {
 		return g.counted(notFoundAnswer(), "narinfo", start), true
 	}
@@ -76,6 +78,9 @@ func (g *Gateway) quickNAR(file string, r *fastpath.Request) (fastpath.Answer, b
 	return g.counted(a, "nar", start), true
 }
 
+// lookupTimeout bounds a fast-path narinfo lookup.
+const lookupTimeout = 20 * time.Second
+
 // notFoundAnswer is http.Error's 404, as notFound sends it.
 func notFoundAnswer() fastpath.Answer {
 	return fastpath.Answer{
@@ -95,6 +100,10 @@ func (g *Gateway) counted(a fastpath.Answer, endpoint string, start time.Time) f
 	done := a.Done
 	code := strconv.Itoa(a.Status)
 	a.Done = func(sent int64, err error) {
+		code := code
+		if err != nil {
+			code = "aborted" // cut off, as observe counts it
+		}
 		m.Requests.WithLabelValues(endpoint, code).Inc()
 		m.Duration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
 		m.BytesServed.WithLabelValues(endpoint).Add(float64(sent))
