@@ -150,7 +150,7 @@ func (g *Gateway) serveFile(w http.ResponseWriter, r *http.Request, p path.Path,
 	if w.Header().Get("Content-Type") == "" {
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("Cache-Control", immutable)
 	if rc, ok := p.(path.ImmutablePath); ok {
 		w.Header().Set("Etag", `"`+rc.RootCid().String()+`"`)
 	}

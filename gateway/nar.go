@@ -21,6 +21,13 @@ import (
 	"github.com/nixipfs/nixipfs/narcache"
 )
 
+// Fields of every NAR answer (Quick sends the same).
+const (
+	narType = "application/x-nix-nar"
+	// immutable: content-addressed URLs never change their bytes.
+	immutable = "public, max-age=31536000, immutable"
+)
+
 func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	root, size, want, err := parseNarURL(r.PathValue("file"))
 	if err != nil {
@@ -49,8 +56,8 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h := w.Header()
-	h.Set("Content-Type", "application/x-nix-nar")
-	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	h.Set("Content-Type", narType)
+	h.Set("Cache-Control", immutable)
 	useZstd := !g.cfg.NoZstd && acceptsZstd(r.Header.Get("Accept-Encoding"))
 	h.Add("Vary", "Accept-Encoding")
 

@@ -59,10 +59,10 @@ func (g *Gateway) quickNAR(file string, r *fastpath.Request) (fastpath.Answer, b
 	}
 	a := fastpath.Answer{
 		Status:      http.StatusOK,
-		ContentType: "application/x-nix-nar",
+		ContentType: narType,
 		Header: [][2]string{
 			{"Accept-Ranges", "bytes"},
-			{"Cache-Control", "public, max-age=31536000, immutable"},
+			{"Cache-Control", immutable},
 			{"Vary", "Accept-Encoding"},
 		},
 		File: f,

@@ -22,15 +22,6 @@ import (
 	"github.com/nixipfs/nixipfs/narcache"
 )
 
-type mapLookup map[string]*manifests.PathInfo
-
-func (m mapLookup) Lookup(_ context.Context, hash string) (*manifests.PathInfo, error) {
-	if p := m[hash]; p != nil {
-		return p, nil
-	}
-	return nil, fmt.Errorf("lookup %s: %w", hash, manifests.ErrNotFound)
-}
-
 // serve runs h behind net/http alone, or behind the fast path with net/http
 // taking what it declines, and returns the address.
 func serve(t testing.TB, g *Gateway, fast bool) string {
@@ -111,7 +102,7 @@ func TestQuickMatchesServeHTTP(t *testing.T) {
 	nc.Close()
 	m := metrics.New()
 	served := make(chan NarRef, 8)
-	g := New(Config{Paths: mapLookup{"45ciyxrcskr7rjzs00znrhw8xn3ixp1k": p}, NARCache: nc, Metrics: m,
+	g := New(Config{Paths: oneLookup{p}, NARCache: nc, Metrics: m,
 		Logger: slog.New(slog.DiscardHandler), OnServed: func(r NarRef) { served <- r }})
 	plain, fast := serve(t, g, false), serve(t, g, true)
 
@@ -171,13 +162,9 @@ func TestQuickMatchesServeHTTP(t *testing.T) {
 // connection, from the fast path and from net/http alone: the per-request
 // cost of each, client included.
 func BenchmarkNarinfoHTTP(b *testing.B) {
-	root, _ := cid.V1Builder{Codec: cid.DagProtobuf, MhType: mh.SHA2_256}.Sum([]byte("root"))
-	p := &manifests.PathInfo{
-		StorePath: "/nix/store/45ciyxrcskr7rjzs00znrhw8xn3ixp1k-top",
-		NarHash:   make([]byte, 32), NarSize: 1000, Blake3: make([]byte, 32), Root: root,
-		Signatures: []string{"k-1:c2ln"},
-	}
-	g := New(Config{Paths: mapLookup{"45ciyxrcskr7rjzs00znrhw8xn3ixp1k": p}, Metrics: metrics.New(),
+	p := testPath()
+	p.Signatures = []string{"k-1:c2ln"}
+	g := New(Config{Paths: oneLookup{p}, Metrics: metrics.New(),
 		Logger: slog.New(slog.DiscardHandler)})
 	req := []byte("GET /45ciyxrcskr7rjzs00znrhw8xn3ixp1k.narinfo HTTP/1.1\r\nHost: cache\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n")
 	for _, fast := range []bool{true, false} {
