@@ -1,6 +1,6 @@
 # The nixipfs package, for callPackage (flake.nix's packages.default and
 # overlays.default).
-{ buildGoModule }:
+{ lib, buildGoModule }:
 
 buildGoModule {
   pname = "nixipfs";
@@ -17,6 +17,7 @@ buildGoModule {
   doCheck = false;
   meta = {
     description = "IPFS-backed binary cache and content store for Nix";
+    license = with lib.licenses; [ mit asl20 ];
     mainProgram = "nixipfs";
   };
 }

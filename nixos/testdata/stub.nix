@@ -22,6 +22,10 @@ let
     escapeShellArg = a: "'" + replaceStrings [ "'" ] [ "'\\''" ] (toString a) + "'";
     escapeShellArgs = xs: concatStringsSep " " (map escapeShellArg xs);
     genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+    licenses = {
+      mit = { spdxId = "MIT"; shortName = "mit"; };
+      asl20 = { spdxId = "Apache-2.0"; shortName = "asl20"; };
+    };
 
     mkOption = attrs: attrs // { _type = "option"; };
     mkEnableOption = name: mkOption {
