@@ -231,8 +231,16 @@ func (p *parser) regular() (ipld.Node, error) {
 }
 
 // file streams size bytes of contents through boxo's balanced builder. It
-// produces the same DAG as `ipfs add` with the profile's settings.
+// produces the same DAG as `ipfs add` with the profile's settings, except for
+// an empty file, which is the identity CID EmptyFile.
 func (p *parser) file(size uint64, exec bool) (ipld.Node, error) {
+	if size == 0 {
+		// The identity CID: see known.go. Nothing to store.
+		if exec {
+			return p.execRoot(emptyFileNode)
+		}
+		return emptyFileNode, nil
+	}
 	cr := &contentReader{p: p, left: size}
 	params := helpers.DagBuilderParams{
 		Maxlinks:   fileDAGWidth,

@@ -9,7 +9,8 @@
 // The mapping, in both directions:
 //
 //   - a regular file is a UnixFS file (balanced layout, 1 MiB raw leaves, 1024
-//     links per node). An executable file is a dag-pb file node carrying mode
+//     links per node). An empty file is the identity CID bafkqaaa, not the
+//     sha2-256 empty raw block `ipfs add` gives (see EmptyFile for why). An executable file is a dag-pb file node carrying mode
 //     0555 over the same raw leaves, even when it is a single chunk or empty;
 //     a non-executable file carries no mode at all.
 //   - a symlink is a UnixFS symlink node.
@@ -17,7 +18,7 @@
 //     block would exceed 256 KiB, exactly as boxo decides.
 //
 // For a tree without executables the root CID is the one kubo's
-// `ipfs add -r` gives with the same profile (a test checks this when kubo is
+// `ipfs add -r --inline --inline-limit 0` gives with the same profile (a test checks this when kubo is
 // on PATH). Nothing else of a file system is recorded (no mtime, no other
 // mode bits), because a NAR records nothing else.
 //
@@ -47,7 +48,10 @@ import (
 // Profile names the DAG layout produced by Import. Callers record it next to
 // every root CID: the CID of a store path is only reproducible together with
 // the profile it was built with.
-const Profile = "unixfs-v1-2025"
+//
+// "+empty-identity": empty files are the identity CID (see EmptyFile). Paths
+// recorded with plain "unixfs-v1-2025" differ only there, and render the same.
+const Profile = "unixfs-v1-2025+empty-identity"
 
 // Result describes an imported NAR.
 type Result struct {

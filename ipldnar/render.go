@@ -36,6 +36,7 @@ import (
 // NAR is never emitted in full.
 func Render(ctx context.Context, w io.Writer, root cid.Cid, src ipld.NodeGetter) (int64, error) {
 	cw := &countingWriter{w: w}
+	src = knownFirst{src}
 	r := &renderer{
 		ctx: ctx,
 		src: src,
