@@ -23,6 +23,7 @@ import (
 	"github.com/nixipfs/nixipfs/fastpath"
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
+	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/metrics"
@@ -81,6 +82,15 @@ type Config struct {
 	// QueueInterval is how often the publish queue is looked at (default
 	// 250 ms). Queued paths are signed with SignKey.
 	QueueInterval time.Duration
+
+	// StallTimeout bounds how long a NAR render waits for one block that
+	// does not arrive (default 30 s); the response then ends, so Nix moves
+	// on to its next substituter.
+	StallTimeout time.Duration
+	// PeerGateways are trustless-gateway URLs to fetch DAGs from (a stock
+	// kubo's gateway works), asked before the gateways of connected
+	// nixipfs peers.
+	PeerGateways []string
 
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
@@ -228,6 +238,13 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+	holders := newHolders(cfg.Node, cfg.PeerGateways)
+	gc.Retriever = newRetriever(cfg.Node, holders, cfg.StallTimeout, m)
+	if cfg.Node.Embedded() != nil {
+		if gc.Trustless, err = cfg.Node.TrustlessHandler(nil); err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+	}
 	gw := gateway.New(gc)
 	srv := &http.Server{
 		Handler:           logRequests(gw),
@@ -246,6 +263,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	slog.Info("gateway listening", "addr", lis.Addr().String(), "ipfs", cfg.Node.Kind())
 	collector.Gateway = gatewayURL(lis.Addr())
+	if e := cfg.Node.Embedded(); e != nil {
+		// Peers ask over libp2p where to fetch CARs from.
+		retrieve.ServeGateway(e.PeerHost, lis.Addr().(*net.TCPAddr).Port)
+	}
 	if err := atomicfile.WriteFile(status.GatewayFile(cfg.DataDir), []byte(collector.Gateway+"\n"), 0o600); err != nil {
 		slog.Warn("write gateway address", "err", err)
 	}

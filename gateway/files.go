@@ -60,6 +60,10 @@ func (g *Gateway) twoSegments(w http.ResponseWriter, r *http.Request) {
 	first, rest := r.PathValue("first"), r.PathValue("rest")
 	switch first {
 	case "ipfs":
+		if g.cfg.Trustless != nil && trustless(r) {
+			g.cfg.Trustless.ServeHTTP(w, r)
+			return
+		}
 		g.ipfsPath(w, r, rest)
 		return
 	case "log":
@@ -110,6 +114,17 @@ func (g *Gateway) buildLog(w http.ResponseWriter, r *http.Request, name string) 
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	g.serveFile(w, r, path.FromCid(c), name)
+}
+
+// trustless reports whether r asks for a verifiable response (a CAR or a
+// raw block) rather than a file.
+func trustless(r *http.Request) bool {
+	switch r.URL.Query().Get("format") {
+	case "car", "raw":
+		return true
+	}
+	a := r.Header.Get("Accept")
+	return strings.Contains(a, "application/vnd.ipld.car") || strings.Contains(a, "application/vnd.ipld.raw")
 }
 
 func (g *Gateway) ipfsPath(w http.ResponseWriter, r *http.Request, rest string) {

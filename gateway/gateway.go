@@ -16,9 +16,12 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/metrics"
 	"github.com/nixipfs/nixipfs/narcache"
@@ -57,6 +60,26 @@ type Config struct {
 	// Health, if set, is asked by /health: nil is healthy (200), an error
 	// unhealthy (503). Without it /health always answers 200.
 	Health func(context.Context) error
+
+	// Retriever, if set, fetches the blocks of NARs being rendered that are
+	// not local (CAR streams from peers' gateways, then bitswap), every wait
+	// bounded. By default blocks come from API alone, with the default
+	// stall bound.
+	Retriever *retrieve.Retriever
+	// Trustless, if set, answers the IPFS trustless-gateway requests under
+	// /ipfs/ (format=car or raw, or an Accept header asking for them), which
+	// is how peers fetch whole DAGs from this node.
+	Trustless http.Handler
+}
+
+// LocalBlocks reads api's local blocks only (nil if the API cannot go
+// offline).
+func LocalBlocks(api coreiface.CoreAPI) ipld.NodeGetter {
+	off, err := api.WithOptions(options.Api.Offline(true))
+	if err != nil {
+		return nil
+	}
+	return off.Dag()
 }
 
 // Gateway is an http.Handler.
@@ -86,6 +109,9 @@ func New(cfg Config) *Gateway {
 		if cfg.Sources != nil {
 			cfg.Sources = countedSources{next: cfg.Sources, m: m}
 		}
+	}
+	if cfg.Retriever == nil && cfg.API != nil {
+		cfg.Retriever = retrieve.New(retrieve.Config{Local: LocalBlocks(cfg.API), Network: cfg.API.Dag(), Logger: cfg.Logger})
 	}
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipfs/boxo/path"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/ipldnar"
 	"github.com/nixipfs/nixipfs/narcache"
 )
@@ -40,16 +40,20 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	if g.cfg.NARCache != nil {
 		cached = g.cfg.NARCache.Open(root, want, size)
 	}
+	var sess *retrieve.Session
 	if cached != nil {
 		defer cached.Close()
 	} else {
-		// Check the root is reachable before committing to a 200: a DAG
-		// that is not here is "absent" (404), not a server error.
+		// Blocks that are not here come from peers (see package retrieve).
+		// The root must arrive before committing to a 200: a DAG that no
+		// one has is "absent" (404), not a server error.
+		sess = g.cfg.Retriever.Session(r.Context(), root, size)
+		defer sess.Close()
 		ctx, cancel := context.WithTimeout(r.Context(), rootTimeout)
-		_, err = g.cfg.API.Block().Stat(ctx, path.FromCid(root))
+		_, err = sess.Get(ctx, root)
 		cancel()
 		if err != nil {
-			g.cfg.Logger.Info("nar root unavailable", "root", root, "err", err)
+			g.cfg.Logger.Info("nar root unavailable", "root", root, "asked", sess.Asked(), "err", err)
 			notFound(w)
 			return
 		}
@@ -117,7 +121,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t0 := time.Now()
-	_, err = ipldnar.Render(r.Context(), sink, root, g.cfg.API.Dag())
+	_, err = ipldnar.Render(r.Context(), sink, root, sess)
 	if errors.Is(err, errRangeDone) {
 		err = nil
 	}
@@ -135,7 +139,19 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Abort the connection: with the tail held back the client gets a
 		// short body (or a broken zstd stream), never a complete wrong NAR.
-		g.cfg.Logger.Warn("nar render aborted", "root", root, "err", err)
+		// Nix then moves on to its next substituter.
+		var stall *retrieve.StallError
+		if errors.As(err, &stall) {
+			entry := "/"
+			var ne *ipldnar.Error
+			if errors.As(err, &ne) {
+				entry = ne.Path
+			}
+			g.cfg.Logger.Warn("nar render stalled", "root", root, "cid", stall.Cid, "path", entry,
+				"waited", stall.Waited, "asked", stall.Asked)
+		} else {
+			g.cfg.Logger.Warn("nar render aborted", "root", root, "err", err)
+		}
 		if zw != nil {
 			zw.Reset(io.Discard)
 		}

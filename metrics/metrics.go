@@ -125,6 +125,12 @@ func New() *Metrics {
 	return m
 }
 
+// CounterFunc registers a counter whose value f reads (figures kept by
+// other packages as atomics, such as peer retrieval's).
+func (m *Metrics) CounterFunc(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+}
+
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})

@@ -14,7 +14,7 @@ import (
 	"github.com/nixipfs/nixipfs/config"
 )
 
-var update = flag.Bool("update", false, "rewrite the README's configuration reference")
+var update = flag.Bool("update", false, "rewrite docs/configuration.md's configuration reference")
 
 // TestEveryFlagIsAKey: every flag of every command (but --help and
 // --config) is a config key with its own variable, so flags added later
@@ -65,7 +65,7 @@ func TestReadmeReference(t *testing.T) {
 	if err := config.WriteReference(&want, keys); err != nil {
 		t.Fatal(err)
 	}
-	readme := filepath.Join("..", "..", "README.md")
+	readme := filepath.Join("..", "..", "docs", "configuration.md")
 	b, err := os.ReadFile(readme)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestReadmeReference(t *testing.T) {
 	text := string(b)
 	i, j := strings.Index(text, refBegin), strings.Index(text, refEnd)
 	if i < 0 || j < i {
-		t.Fatalf("README.md lacks the markers %q and %q", refBegin, refEnd)
+		t.Fatalf("docs/configuration.md lacks the markers %q and %q", refBegin, refEnd)
 	}
 	got := text[i+len(refBegin) : j]
 	if got == want.String() {
@@ -86,5 +86,5 @@ func TestReadmeReference(t *testing.T) {
 		}
 		return
 	}
-	t.Errorf("README.md's configuration reference is stale; run go test ./cmd/nixipfs -run TestReadmeReference -update\nwant:\n%s", want.String())
+	t.Errorf("docs/configuration.md's configuration reference is stale; run go test ./cmd/nixipfs -run TestReadmeReference -update\nwant:\n%s", want.String())
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/nixipfs/nixipfs/daemon"
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/ipfsnode"
 	"github.com/nixipfs/nixipfs/network"
 )
@@ -83,7 +86,18 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.Lookup("watch-store").NoOptDefVal = daemon.WatchSigned
 	f.DurationVar(&o.netCfg.WatchInterval, "watch-interval", time.Second, "how often --watch-store checks Nix's database for changes")
 	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: paths published by --watch-store and from the publish queue get a signature with it")
+	f.DurationVar(&o.netCfg.StallTimeout, "stall-timeout", retrieve.DefaultStall, "end a NAR response when a block it needs makes no progress for this long (logged, counted in /metrics), so Nix moves on to its next substituter")
+	f.StringArrayVar(&o.netCfg.PeerGateways, "peer-gateway", nil, "trustless gateway to fetch whole DAGs from as CARs before bitswap (repeatable), e.g. a stock kubo's http://127.0.0.1:8081; connected nixipfs peers' gateways are found without it")
 	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
+}
+
+// checkGatewayURL accepts http(s)://host[:port] with no path.
+func checkGatewayURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return fmt.Errorf("--peer-gateway %q: want http://HOST:PORT (a trustless gateway's base URL)", s)
+	}
+	return nil
 }
 
 // run opens the node and runs the daemon with the given services.
@@ -96,6 +110,14 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	case "", daemon.WatchSigned, daemon.WatchAll:
 	default:
 		return fmt.Errorf("--watch-store=%s: want signed or all", o.netCfg.WatchStore)
+	}
+	for _, u := range o.netCfg.PeerGateways {
+		if err := checkGatewayURL(u); err != nil {
+			return err
+		}
+	}
+	if o.netCfg.StallTimeout <= 0 {
+		return fmt.Errorf("--stall-timeout=%s: want a positive duration", o.netCfg.StallTimeout)
 	}
 	if o.narCache < 0 || o.narCache > 1<<40 {
 		return fmt.Errorf("--nar-cache-mb=%d: want 0 (off) or a size in MiB", o.narCache)

@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/retrieve"
+	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/metrics"
+)
+
+// holders lists where DAGs may be fetched as CARs: the gateways named on
+// the command line, then those of connected nixipfs peers.
+type holders struct {
+	static []string
+	peers  *retrieve.PeerGateways // nil for an external node
+	next   atomic.Uint64
+}
+
+func newHolders(node *ipfsnode.Node, static []string) *holders {
+	h := &holders{static: static}
+	if e := node.Embedded(); e != nil {
+		h.peers = &retrieve.PeerGateways{Host: e.PeerHost}
+	}
+	return h
+}
+
+// list is asked once per NAR render. Peers' gateways come in turn first,
+// so the paths of a closure fetched at once are spread over their holders.
+func (h *holders) list(ctx context.Context) []string {
+	out := append([]string(nil), h.static...)
+	if h.peers != nil {
+		found := h.peers.Gateways(ctx)
+		if n := len(found); n > 1 {
+			k := int(h.next.Add(1) % uint64(n))
+			found = append(append([]string(nil), found[k:]...), found[:k]...)
+		}
+		out = append(out, found...)
+	}
+	return out
+}
+
+// newRetriever wires peer retrieval for the gateway's renders and counts
+// what it does in m.
+func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metrics.Metrics) *retrieve.Retriever {
+	cnt := &retrieve.Counters{}
+	r := retrieve.New(retrieve.Config{
+		Local:   gateway.LocalBlocks(node.API),
+		Network: node.API.Dag(),
+		NewWriter: func(ctx context.Context) (retrieve.BlockWriter, error) {
+			return node.NewBlockWriter(ctx)
+		},
+		Holders:  h.list,
+		Peers:    func() []string { return connectedPeers(node) },
+		Stall:    stall,
+		Counters: cnt,
+	})
+	for _, c := range []struct {
+		name, help string
+		v          interface{ Load() int64 }
+	}{
+		{"nixipfs_retrieve_car_bytes_total", "Block bytes received in CAR streams from peers' gateways.", &cnt.CARBytes},
+		{"nixipfs_retrieve_car_streams_total", "CAR streams asked of peers' gateways.", &cnt.CARStreams},
+		{"nixipfs_retrieve_car_failures_total", "CAR streams that ended in an error (holder gone, bad or truncated CAR).", &cnt.CARFailures},
+		{"nixipfs_retrieve_rejected_total", "CAR streams refused for a block that does not match its CID or for too many bytes.", &cnt.RejectedCARs},
+		{"nixipfs_retrieve_network_blocks_total", "Blocks fetched through the IPFS node (bitswap) for renders.", &cnt.NetworkGets},
+		{"nixipfs_retrieve_stalls_total", "Waits for a block that hit the stall bound (the response was ended).", &cnt.Stalls},
+	} {
+		m.CounterFunc(c.name, c.help, func() float64 { return float64(c.v.Load()) })
+	}
+	return r
+}
+
+// connectedPeers names the IPFS peers bitswap can ask.
+func connectedPeers(node *ipfsnode.Node) []string {
+	e := node.Embedded()
+	if e == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range e.PeerHost.Network().Peers() {
+		out = append(out, p.String())
+	}
+	return out
+}

@@ -1,0 +1,283 @@
+package test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/internal/nixtest"
+)
+
+// realTree writes a directory shaped like real store paths: empty files
+// (__init__.py, py.typed, .keep, an empty executable), empty directories,
+// relative, absolute and dangling symlinks, executables, a large random file
+// of bigSize bytes and small files, some with the same contents (so blocks
+// repeat within the DAG).
+func realTree(t testing.TB, dir string, bigSize int64, small int) {
+	t.Helper()
+	write := func(rel string, data []byte, mode os.FileMode) {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("lib/python3/site-packages/pkg/__init__.py", nil, 0o644)
+	write("lib/python3/site-packages/pkg/py.typed", nil, 0o644)
+	write("lib/python3/site-packages/pkg/mod.py", []byte("def f():\n    return 1\n"), 0o644)
+	write("share/doc/.keep", nil, 0o644)
+	write("bin/tool", []byte("#!/bin/sh\necho tool\n"), 0o755)
+	write("bin/empty-exec", nil, 0o755)
+	for _, d := range []string{"share/empty-dir", "var/a/b/c"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{
+		"bin/rel":      "tool",
+		"lib/abs":      "/nix/store/00000000000000000000000000000000-elsewhere/lib",
+		"dangling":     "does/not/exist",
+		"share/up-one": "../bin",
+	} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bigSize > 0 {
+		r := rand.New(rand.NewPCG(1, 2))
+		big := make([]byte, bigSize)
+		fillRandom(r, big)
+		write("data/big.bin", big, 0o644)
+	}
+	for i := range small {
+		write(fmt.Sprintf("many/%02d/f-%05d.txt", i%50, i), []byte(fmt.Sprintf("contents %d\n", i%300)), 0o644)
+	}
+}
+
+// dumpHash returns the NAR hash (nix32) and size of a directory, as Nix dumps it.
+func dumpHash(t testing.TB, dir string) (string, int64) {
+	t.Helper()
+	hexHash, size := sha256Stream(t, "nix-store", "--dump", dir)
+	b, err := hex.DecodeString(hexHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nixbase32.EncodeToString(b), size
+}
+
+// boundedNAR GETs a NAR and returns the SHA-256 (nix32) and size of the
+// body, or an error (a cut-off body included), within the bound.
+func boundedNAR(url string, within time.Duration) (string, int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return "", n, fmt.Errorf("GET %s: body after %d bytes: %w", url, n, err)
+	}
+	return nixbase32.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// narURL is the NAR URL a gateway's narinfo names for storePath.
+func narURL(t testing.TB, gw, storePath string) (url, narHash string, narSize int64) {
+	t.Helper()
+	ni := narinfo(t, gw, storePath)
+	fmt.Sscan(ni["NarSize"][0], &narSize)
+	return gw + "/" + ni["URL"][0], strings.TrimPrefix(ni["NarHash"][0], "sha256:"), narSize
+}
+
+// nixCopyBounded runs nix copy with a time bound, failing the test on error.
+func nixCopyBounded(t testing.TB, env []string, within time.Duration, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nix", append([]string{"--extra-experimental-features", "nix-command", "copy"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix copy %v (bound %s): %v\n%s", args, within, err, out)
+	}
+}
+
+// TestPeerRetrieval is the sharing scenario with three real nodes on
+// loopback: A publishes a closure shaped like real store paths (empty files,
+// empty directories, symlinks, executables, a 110 MB file, thousands of small
+// files); B follows A and stock Nix substitutes the closure from B with
+// require-sigs; B fetched the DAGs as CAR streams from A's gateway, not block
+// by block. Then C, following A with B's and A's gateways as holders, gets the
+// large path through holders that fail in every way a peer can fail.
+func TestPeerRetrieval(t *testing.T) {
+	nixEnv(t)
+	storeA := nixtest.Store(t)
+	dir := filepath.Join(t.TempDir(), "content")
+	realTree(t, dir, 110<<20, 3000)
+	content := nixtest.AddPath(t, storeA, dir)
+	top, all := nixtest.BuildClosure(t, storeA)
+	key, pub := newKey(t, "p2p-test-1")
+
+	a := newNode(t, storeA, nil)
+	da := a.daemon(t)
+	aPeer := loopbackPeer(t, da)
+	a.publish(t, "--sign-key", key, content, top)
+	name := a.manifestName(t)
+
+	b := newNode(t, "", nil)
+	db := b.daemon(t, "--peer", aPeer, "--follow", name, "--stall-timeout", "10s")
+	waitServed(t, db.url, content, 30*time.Second)
+	waitServed(t, db.url, top, 30*time.Second)
+
+	storeD := nixtest.Store(t)
+	nixConf := []string{"NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + pub + "\n"}
+	start := time.Now()
+	nixCopyBounded(t, nixConf, 5*time.Minute, "--from", db.url, "--to", storeD, content, top)
+	t.Logf("nix copy of the closure from follower B: %s", time.Since(start).Round(time.Millisecond))
+	for _, p := range append([]string{content}, all...) {
+		if pa, pd := pathInfo(t, storeA, p), pathInfo(t, storeD, p); pa.NarHash != pd.NarHash {
+			t.Errorf("%s: NarHash %s from B, %s in A", p, pd.NarHash, pa.NarHash)
+		}
+	}
+	m := scrape(t, db.url)
+	if m["nixipfs_retrieve_car_streams_total"] < 1 || m["nixipfs_retrieve_car_bytes_total"] < 110<<20 {
+		t.Errorf("B did not fetch by CAR: %v streams, %v bytes", m["nixipfs_retrieve_car_streams_total"], m["nixipfs_retrieve_car_bytes_total"])
+	}
+	if s := m["nixipfs_retrieve_stalls_total"]; s != 0 {
+		t.Errorf("B stalled %v times", s)
+	}
+
+	// Holders that fail. Each C starts empty, follows A, and is told of a
+	// bad holder first; the good holders (A and B, found over libp2p)
+	// come after it. The CAR the bad holders cut, corrupt or stall is A's.
+	cURL, cHash, cSize := narURL(t, da.url, content)
+	carURL := da.url + "/ipfs/" + strings.Split(strings.TrimPrefix(cURL, da.url+"/nar/"), "-")[0] + "?format=car&dag-scope=all&dups=n"
+	for _, mode := range []string{"cut", "corrupt", "stall"} {
+		t.Run(mode, func(t *testing.T) {
+			bad := badHolder(t, carURL, mode, 40<<20)
+			c := newNode(t, "", nil)
+			dc := c.daemon(t, "--peer", aPeer, "--peer", loopbackPeer(t, db), "--follow", name,
+				"--peer-gateway", bad, "--stall-timeout", "3s", "--nar-cache-mb", "0")
+			waitServed(t, dc.url, content, 30*time.Second)
+			u, _, _ := narURL(t, dc.url, content)
+			start := time.Now()
+			h, n, err := boundedNAR(u, 2*time.Minute)
+			if err != nil {
+				t.Fatalf("C's NAR with a %s holder first: %v\n%s", mode, err, dc.log())
+			}
+			if h != cHash || n != cSize {
+				t.Fatalf("C's NAR: %s, %d bytes; want %s, %d", h, n, cHash, cSize)
+			}
+			t.Logf("NAR through C with a %s holder first: %s", mode, time.Since(start).Round(time.Millisecond))
+			m := scrape(t, dc.url)
+			if m["nixipfs_retrieve_car_failures_total"] < 1 {
+				t.Errorf("no failed CAR stream counted")
+			}
+			if mode == "corrupt" && m["nixipfs_retrieve_rejected_total"] < 1 {
+				t.Errorf("the corrupt block was not counted as rejected")
+			}
+			if !strings.Contains(dc.log(), "CAR stream from holder failed") {
+				t.Errorf("C's log does not name the failed holder:\n%s", dc.log())
+			}
+		})
+	}
+
+	// With no good holder left and nothing on bitswap, a stalled holder
+	// ends the response within the stall bounds, with a log line naming
+	// the block and the entry, instead of hanging.
+	t.Run("no holder left", func(t *testing.T) {
+		bad := badHolder(t, carURL, "stall", 40<<20)
+		e := newNode(t, "", nil)
+		de := e.daemon(t, "--peer", aPeer, "--follow", name, "--peer-gateway", bad,
+			"--stall-timeout", "2s", "--nar-cache-mb", "0", "--keep-served=false")
+		waitServed(t, de.url, content, 30*time.Second)
+		u, _, _ := narURL(t, de.url, content)
+		// Nobody else has the blocks: A and B (which E may have met
+		// through A) are gone.
+		da.stop()
+		db.stop()
+		start := time.Now()
+		_, n, err := boundedNAR(u, time.Minute)
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("a NAR whose blocks no one sends was served whole (%d bytes)", n)
+		}
+		if took > 30*time.Second {
+			t.Errorf("the stalled response ended after %s", took)
+		}
+		t.Logf("stalled response ended after %s and %d bytes: %v", took.Round(time.Millisecond), n, err)
+		log := de.log()
+		if !strings.Contains(log, "nar render stalled") || !strings.Contains(log, "path=/data/big.bin") {
+			t.Errorf("no stall line naming the entry in the log:\n%s", log)
+		}
+		if m := scrape(t, de.url); m["nixipfs_retrieve_stalls_total"] < 1 {
+			t.Errorf("no stall counted")
+		}
+	})
+}
+
+// badHolder serves the CAR at carURL the way a failing peer would: "cut"
+// closes the connection after `after` bytes (a holder killed mid-transfer),
+// "corrupt" flips a byte there, "stall" sends that much and then nothing.
+// It fetches the CAR once, then answers every request with it.
+func badHolder(t testing.TB, carURL, mode string, after int) string {
+	t.Helper()
+	car := get(t, carURL)
+	if len(car) <= after {
+		t.Fatalf("CAR of %d bytes, need more than %d", len(car), after)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/vnd.ipld.car; version=1; order=dfs; dups=n")
+		w.WriteHeader(http.StatusOK)
+		switch mode {
+		case "cut":
+			w.Write(car[:after])
+			panic(http.ErrAbortHandler)
+		case "corrupt":
+			bad := append([]byte(nil), car...)
+			bad[after] ^= 0xff
+			w.Write(bad)
+		case "stall":
+			w.Write(car[:after])
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-done:
+			}
+		}
+	})}
+	wg.Go(func() { srv.Serve(lis) })
+	t.Cleanup(func() { close(done); srv.Close(); wg.Wait() })
+	return "http://" + lis.Addr().String()
+}
