@@ -281,3 +281,94 @@ func badHolder(t testing.TB, carURL, mode string, after int) string {
 	t.Cleanup(func() { close(done); srv.Close(); wg.Wait() })
 	return "http://" + lis.Addr().String()
 }
+
+// runBounded runs a command with a time bound and returns its stdout.
+func runBounded(t testing.TB, env []string, within time.Duration, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v (bound %s): %v\n%s", name, args, within, err, stderr.String())
+	}
+	return string(out)
+}
+
+// TestKuboInterop shares content both ways between nixipfs and a stock
+// kubo, empty files included: the kubo pins, lists and reads what a nixipfs
+// node published (over bitswap and through its own gateway), and nixipfs
+// nodes render a DAG that only the kubo holds, over bitswap and as a CAR
+// from the kubo's gateway.
+func TestKuboInterop(t *testing.T) {
+	nixEnv(t)
+	storeA := nixtest.Store(t)
+	dir := filepath.Join(t.TempDir(), "content")
+	realTree(t, dir, 3<<20, 200)
+	content := nixtest.AddPath(t, storeA, dir)
+	key, _ := newKey(t, "interop-1")
+	a := newNode(t, storeA, nil)
+	da := a.daemon(t)
+	res := a.publish(t, "--sign-key", key, content)
+	root := res[0].Root
+
+	k := newKubo(t)
+	kgw := freePort(t)
+	k.ipfs(t, "config", "Addresses.Gateway", "/ip4/127.0.0.1/tcp/"+kgw)
+	k.start(t)
+	k.ipfs(t, "swarm", "connect", loopbackPeer(t, da))
+	runBounded(t, k.env(), time.Minute, ipfsBin, "pin", "add", "--progress=false", root)
+	if ls := k.ipfs(t, "ls", root+"/lib/python3/site-packages/pkg"); !strings.Contains(ls, "__init__.py") || !strings.Contains(ls, "py.typed") {
+		t.Errorf("kubo lists the package directory as:\n%s", ls)
+	}
+	if out := runBounded(t, k.env(), 30*time.Second, ipfsBin, "cat", root+"/lib/python3/site-packages/pkg/__init__.py"); out != "" {
+		t.Errorf("empty __init__.py reads %q through kubo", out)
+	}
+	if out := runBounded(t, k.env(), 30*time.Second, ipfsBin, "cat", root+"/bin/tool"); out != "#!/bin/sh\necho tool\n" {
+		t.Errorf("bin/tool reads %q through kubo", out)
+	}
+	want := readFile(t, filepath.Join(dir, "data/big.bin"))
+	if got := get(t, "http://127.0.0.1:"+kgw+"/ipfs/"+root+"/data/big.bin"); string(got) != string(want) {
+		t.Errorf("kubo's gateway serves data/big.bin with %d bytes, want %d", len(got), len(want))
+	}
+
+	// A DAG only the kubo holds, made by ipfs add (the sha2-256 empty
+	// block included), rendered by nixipfs nodes as the NAR Nix dumps.
+	dir2 := filepath.Join(t.TempDir(), "from-kubo")
+	realTree(t, dir2, 2<<20, 100)
+	// ipfs add records no modes with raw leaves: no executables here.
+	filepath.WalkDir(dir2, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			err = os.Chmod(p, 0o644)
+		}
+		return err
+	})
+	kroot := strings.TrimSpace(k.ipfs(t, "add", "-r", "-Q", "--hidden", "--cid-version", "1", "--raw-leaves", dir2))
+	hash, size := dumpHash(t, dir2)
+	nar := fmt.Sprintf("/nar/%s-%d-%s.nar", kroot, size, hash)
+	for _, via := range []struct {
+		name string
+		args []string
+	}{
+		{"bitswap", []string{"--peer", k.peerAddr(t)}},
+		{"kubo's gateway", []string{"--peer-gateway", "http://127.0.0.1:" + kgw}},
+	} {
+		b := newNode(t, "", nil)
+		db := b.daemon(t, append(via.args, "--stall-timeout", "10s")...)
+		h, n, err := boundedNAR(db.url+nar, 2*time.Minute)
+		if err != nil {
+			t.Fatalf("render of the kubo DAG via %s: %v\n%s", via.name, err, db.log())
+		}
+		if h != hash || n != size {
+			t.Errorf("via %s: NAR %s, %d bytes; nix-store --dump gives %s, %d", via.name, h, n, hash, size)
+		}
+		m := scrape(t, db.url)
+		t.Logf("via %s: %v CAR streams, %v blocks over bitswap", via.name, m["nixipfs_retrieve_car_streams_total"], m["nixipfs_retrieve_network_blocks_total"])
+		if via.name == "kubo's gateway" && (m["nixipfs_retrieve_car_streams_total"] < 1 || m["nixipfs_retrieve_network_blocks_total"] != 0) {
+			t.Errorf("via kubo's gateway: %v CAR streams, %v bitswap blocks", m["nixipfs_retrieve_car_streams_total"], m["nixipfs_retrieve_network_blocks_total"])
+		}
+	}
+}
