@@ -1,0 +1,458 @@
+package retrieve
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	carv2 "github.com/ipld/go-car/v2"
+	carstorage "github.com/ipld/go-car/v2/storage"
+	"github.com/nix-community/go-nix/pkg/wire"
+
+	"github.com/nixipfs/nixipfs/ipldnar"
+)
+
+// A NAR built by hand: a directory with an empty file, a 3.5 MiB file, the
+// same small contents twice (a block that repeats in the DAG), a symlink and
+// a subdirectory.
+func testNAR(t testing.TB) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	s := func(ss ...string) {
+		for _, x := range ss {
+			if err := wire.WriteString(&b, x); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	file := func(data []byte) {
+		s("(", "type", "regular", "contents")
+		if err := wire.WriteBytes(&b, data); err != nil {
+			t.Fatal(err)
+		}
+		s(")")
+	}
+	big := make([]byte, 3<<20+512<<10)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	s("nix-archive-1", "(", "type", "directory")
+	s("entry", "(", "name", "a-empty", "node")
+	file(nil)
+	s(")", "entry", "(", "name", "b-big", "node")
+	file(big)
+	s(")", "entry", "(", "name", "c-same", "node")
+	file([]byte("same contents\n"))
+	s(")", "entry", "(", "name", "d-link", "node", "(", "type", "symlink", "target", "b-big", ")", ")")
+	s("entry", "(", "name", "e-dir", "node", "(", "type", "directory")
+	s("entry", "(", "name", "same", "node")
+	file([]byte("same contents\n"))
+	s(")", ")", ")")
+	s(")")
+	return b.Bytes()
+}
+
+// dagBlocks lists the blocks of the DAG under root in depth-first link
+// order, each once, without identity blocks: what a holder sends.
+func dagBlocks(t testing.TB, ds ipld.DAGService, root cid.Cid) []blocks.Block {
+	t.Helper()
+	var out []blocks.Block
+	seen := map[cid.Cid]bool{}
+	var walk func(c cid.Cid)
+	walk = func(c cid.Cid) {
+		if seen[c] {
+			return
+		}
+		seen[c] = true
+		if _, ok := ipldnar.KnownNode(c); ok {
+			return
+		}
+		nd, err := ds.Get(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, nd)
+		for _, l := range nd.Links() {
+			walk(l.Cid)
+		}
+	}
+	walk(root)
+	return out
+}
+
+func carOf(t testing.TB, root cid.Cid, blks []blocks.Block) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := carstorage.NewWritable(&b, []cid.Cid{root}, carv2.WriteAsCarV1(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, blk := range blks {
+		if err := w.Put(context.Background(), blk.Cid().KeyString(), blk.RawData()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// holder serves CARs of the DAG in ds: body turns the CAR of the asked
+// CID into what is sent (nil: as is). It counts requests.
+type holder struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	reqs []string
+}
+
+func newHolder(t testing.TB, ds ipld.DAGService, body func(car []byte, w http.ResponseWriter, r *http.Request) bool) *holder {
+	h := &holder{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.reqs = append(h.reqs, r.URL.String())
+		h.mu.Unlock()
+		c, err := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
+		if err != nil || r.URL.Query().Get("format") != "car" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		car := carOf(t, c, dagBlocks(t, ds, c))
+		w.Header().Set("Content-Type", "application/vnd.ipld.car")
+		if body != nil && body(car, w, r) {
+			return
+		}
+		w.Write(car)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *holder) requests() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.reqs)
+}
+
+// memWriter is a BlockWriter into a map.
+type memWriter struct {
+	mu     *sync.Mutex
+	stored map[cid.Cid][]byte
+	buf    []blocks.Block
+}
+
+func (w *memWriter) Put(_ context.Context, b blocks.Block) error {
+	w.buf = append(w.buf, b)
+	return nil
+}
+
+func (w *memWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.buf {
+		w.stored[b.Cid()] = b.RawData()
+	}
+	return nil
+}
+
+func (w *memWriter) Abort() {}
+
+// noNetwork is a Network getter that has nothing and waits until asked to
+// give up, as bitswap does for a block no peer has.
+type noNetwork struct{ asked int }
+
+func (n *noNetwork) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	n.asked++
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (n *noNetwork) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.NodeOption {
+	out := make(chan *ipld.NodeOption)
+	go func() { <-ctx.Done(); close(out) }()
+	return out
+}
+
+type fixture struct {
+	nar    []byte
+	root   cid.Cid
+	src    ipld.DAGService // the holders' DAG
+	local  ipld.DAGService // the follower's store: empty
+	mu     sync.Mutex
+	stored map[cid.Cid][]byte
+	net    *noNetwork
+}
+
+func newFixture(t testing.TB) *fixture {
+	f := &fixture{nar: testNAR(t), src: mdtest.Mock(), local: mdtest.Mock(), stored: map[cid.Cid][]byte{}, net: &noNetwork{}}
+	res, err := ipldnar.Import(context.Background(), bytes.NewReader(f.nar), f.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.root = res.Root
+	return f
+}
+
+func (f *fixture) retriever(holders []string, mutate func(*Config)) *Retriever {
+	cfg := Config{
+		Local:   f.local,
+		Network: f.net,
+		NewWriter: func(context.Context) (BlockWriter, error) {
+			return &memWriter{mu: &f.mu, stored: f.stored}, nil
+		},
+		Holders: func(context.Context) []string { return holders },
+		Stall:   2 * time.Second,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return New(cfg)
+}
+
+// render renders the fixture's NAR through a session.
+func (f *fixture) render(t testing.TB, r *Retriever) ([]byte, error) {
+	t.Helper()
+	s := r.Session(context.Background(), f.root, int64(len(f.nar)))
+	var b bytes.Buffer
+	_, err := ipldnar.Render(context.Background(), &b, f.root, s)
+	s.Close()
+	return b.Bytes(), err
+}
+
+func (f *fixture) checkStored(t testing.TB) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := dagBlocks(t, f.src, f.root)
+	if len(f.stored) != len(want) {
+		t.Errorf("stored %d blocks, the DAG has %d", len(f.stored), len(want))
+	}
+	for _, b := range want {
+		if !bytes.Equal(f.stored[b.Cid()], b.RawData()) {
+			t.Errorf("block %s not stored as it is", b.Cid())
+		}
+	}
+}
+
+// The whole DAG comes as one CAR; the render gets it all from there, the
+// network is never asked, and every block used is stored once.
+func TestOneCAR(t *testing.T) {
+	f := newFixture(t)
+	h := newHolder(t, f.src, nil)
+	r := f.retriever([]string{h.srv.URL}, nil)
+	got, err := f.render(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.nar) {
+		t.Fatal("rendered NAR differs")
+	}
+	if n := h.requests(); n != 1 {
+		t.Errorf("%d CAR requests, want 1", n)
+	}
+	if c := r.Counters(); c.NetworkGets.Load() != 0 || c.CARStreams.Load() != 1 || c.Stalls.Load() != 0 {
+		t.Errorf("counters: network %d, streams %d, stalls %d", c.NetworkGets.Load(), c.CARStreams.Load(), c.Stalls.Load())
+	}
+	if f.net.asked != 0 {
+		t.Errorf("the network was asked %d times", f.net.asked)
+	}
+	f.checkStored(t)
+}
+
+// A holder that fails in any way is followed by the next one, which is
+// asked for what is still missing; nothing it sent wrongly is stored.
+func TestFailingHolders(t *testing.T) {
+	cut := func(car []byte, w http.ResponseWriter, _ *http.Request) bool {
+		w.Write(car[:len(car)/2])
+		panic(http.ErrAbortHandler)
+	}
+	corrupt := func(car []byte, w http.ResponseWriter, _ *http.Request) bool {
+		bad := slices.Clone(car)
+		bad[len(bad)/2] ^= 1
+		w.Write(bad)
+		return true
+	}
+	// A CAR of the right root with unrelated (valid) blocks: the holder
+	// does not have the DAG.
+	unrelated := func(_ []byte, w http.ResponseWriter, r *http.Request) bool {
+		blk := blocks.NewBlock([]byte("not part of the DAG"))
+		root, _ := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
+		w.Write(carOf(t, root, []blocks.Block{blk}))
+		return true
+	}
+	notFound := func(_ []byte, w http.ResponseWriter, _ *http.Request) bool {
+		http.Error(w, "not found", http.StatusNotFound)
+		return true
+	}
+	garbage := func(_ []byte, w http.ResponseWriter, _ *http.Request) bool {
+		w.Write([]byte("this is not a CAR at all"))
+		return true
+	}
+	for name, bad := range map[string]func([]byte, http.ResponseWriter, *http.Request) bool{
+		"cut": cut, "corrupt": corrupt, "unrelated": unrelated, "404": notFound, "garbage": garbage,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			hb := newHolder(t, f.src, bad)
+			hg := newHolder(t, f.src, nil)
+			r := f.retriever([]string{hb.srv.URL, hg.srv.URL}, nil)
+			got, err := f.render(t, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, f.nar) {
+				t.Fatal("rendered NAR differs")
+			}
+			c := r.Counters()
+			if name != "unrelated" && c.CARFailures.Load() < 1 {
+				t.Errorf("no failed stream counted")
+			}
+			if name == "corrupt" && c.RejectedCARs.Load() != 1 {
+				t.Errorf("rejected %d, want 1", c.RejectedCARs.Load())
+			}
+			if hg.requests() < 1 {
+				t.Errorf("the good holder was not asked")
+			}
+			f.checkStored(t) // the unrelated block is not among them
+		})
+	}
+}
+
+// A holder that sends more than the DAG can hold is cut off.
+func TestExcess(t *testing.T) {
+	f := newFixture(t)
+	flood := func(_ []byte, w http.ResponseWriter, r *http.Request) bool {
+		root, _ := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
+		cw, err := carstorage.NewWritable(w, []cid.Cid{root}, carv2.WriteAsCarV1(true))
+		if err != nil {
+			return true
+		}
+		for i := 0; i < 200; i++ {
+			blk := blocks.NewBlock(fmt.Appendf(bytes.Repeat([]byte{'x'}, 1<<20), "%d", i))
+			if cw.Put(r.Context(), blk.Cid().KeyString(), blk.RawData()) != nil {
+				return true
+			}
+		}
+		return true
+	}
+	h := newHolder(t, f.src, flood)
+	r := f.retriever([]string{h.srv.URL}, func(c *Config) { c.Stall = 300 * time.Millisecond })
+	s := r.Session(context.Background(), f.root, int64(len(f.nar)))
+	s.limit = 8 << 20 // well below the 200 MiB sent
+	_, err := ipldnar.Render(context.Background(), io.Discard, f.root, s)
+	s.Close()
+	if err == nil {
+		t.Fatal("render succeeded from a holder that sent no block of the DAG")
+	}
+	if r.Counters().RejectedCARs.Load() != 1 {
+		t.Errorf("rejected %d streams, want 1", r.Counters().RejectedCARs.Load())
+	}
+	if got := r.Counters().CARBytes.Load(); got > 10<<20 {
+		t.Errorf("took %d bytes from the flooding holder", got)
+	}
+}
+
+// With no holder and nothing on the network, a Get ends within the stall
+// bound with a StallError naming the block and who was asked.
+func TestStall(t *testing.T) {
+	f := newFixture(t)
+	hang := func(car []byte, w http.ResponseWriter, r *http.Request) bool {
+		w.Write(car[:200])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return true
+	}
+	h := newHolder(t, f.src, hang)
+	r := f.retriever([]string{h.srv.URL}, func(c *Config) { c.Stall = 300 * time.Millisecond })
+	start := time.Now()
+	_, err := f.render(t, r)
+	took := time.Since(start)
+	var se *StallError
+	if !errors.As(err, &se) {
+		t.Fatalf("render error %v, want a StallError", err)
+	}
+	if !slices.Contains(se.Asked, h.srv.URL) {
+		t.Errorf("stall names %v as asked, not the holder %s", se.Asked, h.srv.URL)
+	}
+	var ne *ipldnar.Error
+	if !errors.As(err, &ne) || ne.Path == "" {
+		t.Errorf("render error %v names no NAR entry", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("stalled render ended after %s (bound 300 ms per wait)", took)
+	}
+	if r.Counters().Stalls.Load() < 1 {
+		t.Errorf("no stall counted")
+	}
+}
+
+// Blocks arriving in another order than the render wants (here reversed)
+// overflow the memory bound; they are spilled to the store and read back.
+func TestSpill(t *testing.T) {
+	f := newFixture(t)
+	reversed := func(_ []byte, w http.ResponseWriter, r *http.Request) bool {
+		root, _ := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
+		blks := dagBlocks(t, f.src, root)
+		slices.Reverse(blks)
+		w.Write(carOf(t, root, blks))
+		return true
+	}
+	h := newHolder(t, f.src, reversed)
+	// The follower's store is where spilled blocks go and come back from.
+	local := mdtest.Mock()
+	r := f.retriever([]string{h.srv.URL}, func(c *Config) {
+		c.MemoryBytes = 256 << 10
+		c.Local = local
+		c.NewWriter = func(ctx context.Context) (BlockWriter, error) { return &dagWriter{ds: local}, nil }
+	})
+	got, err := f.render(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.nar) {
+		t.Fatal("rendered NAR differs")
+	}
+	if f.net.asked != 0 {
+		t.Errorf("the network was asked %d times", f.net.asked)
+	}
+}
+
+type dagWriter struct {
+	ds  ipld.DAGService
+	buf []blocks.Block
+}
+
+func (w *dagWriter) Put(_ context.Context, b blocks.Block) error {
+	w.buf = append(w.buf, b)
+	return nil
+}
+
+func (w *dagWriter) Close() error {
+	for _, b := range w.buf {
+		nd, err := decode(b)
+		if err != nil {
+			return err
+		}
+		if err := w.ds.Add(context.Background(), nd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *dagWriter) Abort() {}
