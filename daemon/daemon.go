@@ -92,6 +92,13 @@ type Config struct {
 	// nixipfs peers.
 	PeerGateways []string
 
+	// Prefetch, if above 0, fetches the paths that followed manifests add
+	// in the background, this many at a time, at most PrefetchRate bytes
+	// per second in all (0: no limit), so that Nix's first request is
+	// served locally. With KeepServed they are pinned and kept.
+	Prefetch     int
+	PrefetchRate int64
+
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
 
@@ -238,6 +245,11 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+	var pf *prefetcher
+	if cfg.Prefetch > 0 {
+		pf = newPrefetcher(cfg.Node.API, follower, resolver, cfg.Prefetch, cfg.PrefetchRate)
+		collector.Prefetch = pf.report
+	}
 	holders := newHolders(cfg.Node, cfg.PeerGateways)
 	gc.Retriever = newRetriever(cfg.Node, holders, cfg.StallTimeout, m)
 	if cfg.Node.Embedded() != nil {
@@ -280,6 +292,9 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { _ = srv.Serve(fast.HandOff()) }()
 	} else {
 		go func() { srvErr <- srv.Serve(lis) }()
+	}
+	if pf != nil {
+		go pf.run(ctx, collector.Gateway, interval)
 	}
 	host := Host{GatewayURL: collector.Gateway, Follow: follows.add, Metrics: m}
 	svcErr := make(chan error, len(cfg.Services))

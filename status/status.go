@@ -40,6 +40,7 @@ type Report struct {
 	Followed []manifests.FollowStatus `json:"followed"`
 	Peers    Peers                    `json:"peers"`
 	Serving  *Serving                 `json:"serving,omitempty"`
+	Prefetch *Prefetch                `json:"prefetch,omitempty"`
 	Recent   []Published              `json:"recent"`
 	// Errors name the parts that could not be collected.
 	Errors []string `json:"errors,omitempty"`
@@ -108,6 +109,18 @@ type Serving struct {
 	RenderMBps    float64 `json:"renderMBps"`  // NAR bytes rendered / render time
 }
 
+// Prefetch is the background fetching of followed manifests' new paths
+// (daemon --prefetch).
+type Prefetch struct {
+	Workers   int   `json:"workers"`
+	RateBytes int64 `json:"rateBytes"` // per second; 0: no limit
+	Queued    int64 `json:"queued"`
+	Active    int64 `json:"active"`
+	Done      int64 `json:"done"`
+	Failed    int64 `json:"failed"`
+	Bytes     int64 `json:"bytes"`
+}
+
 // Published is one path a daemon published recently (queue or
 // watch-store).
 type Published struct {
@@ -151,8 +164,10 @@ type Collector struct {
 	Follower *manifests.Follower
 	Metrics  *metrics.Metrics
 	// Recent, if set, returns the paths published lately.
-	Recent  func() []Published
-	Gateway string
+	Recent func() []Published
+	// Prefetch, if set, reports the background prefetch.
+	Prefetch func() *Prefetch
+	Gateway  string
 	// PinsEvery bounds how often pins are counted (listing pins costs a
 	// walk of the pin set); 0 counts on every report.
 	PinsEvery time.Duration
@@ -232,6 +247,9 @@ func (c *Collector) Collect(ctx context.Context) *Report {
 	}
 	if c.Recent != nil {
 		r.Recent = append(r.Recent, c.Recent()...)
+	}
+	if c.Prefetch != nil {
+		r.Prefetch = c.Prefetch()
 	}
 	return r
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -370,5 +371,44 @@ func TestKuboInterop(t *testing.T) {
 		if via.name == "kubo's gateway" && (m["nixipfs_retrieve_car_streams_total"] < 1 || m["nixipfs_retrieve_network_blocks_total"] != 0) {
 			t.Errorf("via kubo's gateway: %v CAR streams, %v bitswap blocks", m["nixipfs_retrieve_car_streams_total"], m["nixipfs_retrieve_network_blocks_total"])
 		}
+	}
+}
+
+// TestPrefetchOnFollow: a follower with --prefetch fetches what the followed
+// manifest adds in the background (shown on its status page), so the first
+// request is served after the publisher is gone.
+func TestPrefetchOnFollow(t *testing.T) {
+	nixEnv(t)
+	storeA := nixtest.Store(t)
+	dir := filepath.Join(t.TempDir(), "content")
+	realTree(t, dir, 5<<20, 300)
+	content := nixtest.AddPath(t, storeA, dir)
+	key, pub := newKey(t, "prefetch-1")
+	a := newNode(t, storeA, nil)
+	da := a.daemon(t)
+	a.publish(t, "--sign-key", key, content)
+	b := newNode(t, "", nil)
+	db := b.daemon(t, "--peer", loopbackPeer(t, da), "--follow", a.manifestName(t), "--prefetch", "2", "--prefetch-rate-mb", "100")
+	var rep struct {
+		Prefetch *struct{ Done, Failed, Bytes int64 } `json:"prefetch"`
+	}
+	waitUntil(t, "B prefetched the path", 30*time.Second, func() bool {
+		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Prefetch != nil && rep.Prefetch.Done >= 1
+	})
+	if rep.Prefetch.Failed != 0 {
+		t.Errorf("prefetch failed %d times", rep.Prefetch.Failed)
+	}
+	if !strings.Contains(string(get(t, db.url+"/")), `id="prefetched"`) {
+		t.Errorf("the status page does not show the prefetch")
+	}
+	da.stop()
+	storeD := nixtest.Store(t)
+	nixCopyBounded(t, []string{"NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + pub + "\n"},
+		2*time.Minute, "--from", db.url, "--to", storeD, content)
+	if pa, pd := pathInfo(t, storeA, content), pathInfo(t, storeD, content); pa.NarHash != pd.NarHash {
+		t.Errorf("NarHash %s from B, %s in A", pd.NarHash, pa.NarHash)
 	}
 }

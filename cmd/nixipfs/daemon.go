@@ -65,6 +65,8 @@ type daemonOpts struct {
 	pubs      []string
 	keep      bool
 	discovery []string
+
+	prefetchRate int64
 }
 
 func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
@@ -88,6 +90,8 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.signKey, "sign-key", "", "Nix secret key file: paths published by --watch-store and from the publish queue get a signature with it")
 	f.DurationVar(&o.netCfg.StallTimeout, "stall-timeout", retrieve.DefaultStall, "end a NAR response when a block it needs makes no progress for this long (logged, counted in /metrics), so Nix moves on to its next substituter")
 	f.StringArrayVar(&o.netCfg.PeerGateways, "peer-gateway", nil, "trustless gateway to fetch whole DAGs from as CARs before bitswap (repeatable), e.g. a stock kubo's http://127.0.0.1:8081; connected nixipfs peers' gateways are found without it")
+	f.IntVar(&o.netCfg.Prefetch, "prefetch", 0, "fetch the paths followed manifests add in the background, this many at a time, so Nix's first request is served locally (costs the disk and bandwidth of every path they publish; 0: off)")
+	f.Int64Var(&o.prefetchRate, "prefetch-rate-mb", 0, "bound --prefetch to this many MB/s in all (0: no limit)")
 	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 }
 
@@ -115,6 +119,9 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 		if err := checkGatewayURL(u); err != nil {
 			return err
 		}
+	}
+	if o.netCfg.Prefetch < 0 || o.prefetchRate < 0 {
+		return fmt.Errorf("--prefetch=%d --prefetch-rate-mb=%d: want 0 (off) or more", o.netCfg.Prefetch, o.prefetchRate)
 	}
 	if o.netCfg.StallTimeout <= 0 {
 		return fmt.Errorf("--stall-timeout=%s: want a positive duration", o.netCfg.StallTimeout)
@@ -151,6 +158,7 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	cfg := o.netCfg
 	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
 	cfg.NARCacheSize = o.narCache << 20
+	cfg.PrefetchRate = o.prefetchRate * 1e6
 	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd}
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys
 	cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, o.pubs, o.keep
