@@ -163,6 +163,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if vw.full && g.cfg.OnServed != nil {
+		sess.Close() // the fetched blocks are stored before anyone pins them
 		g.cfg.OnServed(NarRef{Root: root, NarSize: size, NarHash: want})
 	}
 }

@@ -164,9 +164,10 @@ type Session struct {
 	usedBytes   int
 	pending     map[cid.Cid]blocks.Block // sent to the writer, not yet written
 
-	writes  chan []blocks.Block
-	written sync.WaitGroup
-	streams sync.WaitGroup
+	closeOnce sync.Once
+	writes    chan []blocks.Block
+	written   sync.WaitGroup
+	streams   sync.WaitGroup
 }
 
 // usedBatch is how many bytes of used blocks are written at once.
@@ -191,8 +192,13 @@ func (r *Retriever) Session(ctx context.Context, root cid.Cid, narSize int64) *S
 	return s
 }
 
-// Close stops the streams and waits until used blocks are stored.
+// Close stops the streams and waits until used blocks are stored. It may be
+// called more than once.
 func (s *Session) Close() {
+	s.closeOnce.Do(s.close)
+}
+
+func (s *Session) close() {
 	s.cancel()
 	s.streams.Wait()
 	s.mu.Lock()

@@ -26,10 +26,11 @@ import (
 	"github.com/nixipfs/nixipfs/ipldnar"
 )
 
-// A NAR built by hand: a directory with an empty file, a 3.5 MiB file, the
+// A NAR built by hand: a directory with an empty file, a file of bigSize
+// bytes, the
 // same small contents twice (a block that repeats in the DAG), a symlink and
 // a subdirectory.
-func testNAR(t testing.TB) []byte {
+func testNAR(t testing.TB, bigSize int) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	s := func(ss ...string) {
@@ -46,7 +47,7 @@ func testNAR(t testing.TB) []byte {
 		}
 		s(")")
 	}
-	big := make([]byte, 3<<20+512<<10)
+	big := make([]byte, bigSize)
 	r := rand.New(rand.NewPCG(7, 7))
 	for i := range big {
 		big[i] = byte(r.Uint32())
@@ -71,46 +72,64 @@ func testNAR(t testing.TB) []byte {
 // order, each once, without identity blocks: what a holder sends.
 func dagBlocks(t testing.TB, ds ipld.DAGService, root cid.Cid) []blocks.Block {
 	t.Helper()
+	out, err := walkDAG(ds, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func walkDAG(ds ipld.DAGService, root cid.Cid) ([]blocks.Block, error) {
 	var out []blocks.Block
 	seen := map[cid.Cid]bool{}
-	var walk func(c cid.Cid)
-	walk = func(c cid.Cid) {
+	var walk func(c cid.Cid) error
+	walk = func(c cid.Cid) error {
 		if seen[c] {
-			return
+			return nil
 		}
 		seen[c] = true
 		if _, ok := ipldnar.KnownNode(c); ok {
-			return
+			return nil
 		}
 		nd, err := ds.Get(context.Background(), c)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		out = append(out, nd)
 		for _, l := range nd.Links() {
-			walk(l.Cid)
+			if err := walk(l.Cid); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	walk(root)
-	return out
+	return out, walk(root)
 }
 
 func carOf(t testing.TB, root cid.Cid, blks []blocks.Block) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	w, err := carstorage.NewWritable(&b, []cid.Cid{root}, carv2.WriteAsCarV1(true))
+	b, err := carBytes(root, blks)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+func carBytes(root cid.Cid, blks []blocks.Block) ([]byte, error) {
+	var b bytes.Buffer
+	w, err := carstorage.NewWritable(&b, []cid.Cid{root}, carv2.WriteAsCarV1(true))
+	if err != nil {
+		return nil, err
+	}
 	for _, blk := range blks {
 		if err := w.Put(context.Background(), blk.Cid().KeyString(), blk.RawData()); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	if err := w.Finalize(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return b.Bytes()
+	return b.Bytes(), nil
 }
 
 // holder serves CARs of the DAG in ds: body turns the CAR of the asked
@@ -132,7 +151,16 @@ func newHolder(t testing.TB, ds ipld.DAGService, body func(car []byte, w http.Re
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		car := carOf(t, c, dagBlocks(t, ds, c))
+		blks, err := walkDAG(ds, c)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		car, err := carBytes(c, blks)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/vnd.ipld.car")
 		if body != nil && body(car, w, r) {
 			return
@@ -198,8 +226,10 @@ type fixture struct {
 	net    *noNetwork
 }
 
-func newFixture(t testing.TB) *fixture {
-	f := &fixture{nar: testNAR(t), src: mdtest.Mock(), local: mdtest.Mock(), stored: map[cid.Cid][]byte{}, net: &noNetwork{}}
+func newFixture(t testing.TB) *fixture { return newFixtureSize(t, 3<<20+512<<10) }
+
+func newFixtureSize(t testing.TB, bigSize int) *fixture {
+	f := &fixture{nar: testNAR(t, bigSize), src: mdtest.Mock(), local: mdtest.Mock(), stored: map[cid.Cid][]byte{}, net: &noNetwork{}}
 	res, err := ipldnar.Import(context.Background(), bytes.NewReader(f.nar), f.src)
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +322,8 @@ func TestFailingHolders(t *testing.T) {
 	unrelated := func(_ []byte, w http.ResponseWriter, r *http.Request) bool {
 		blk := blocks.NewBlock([]byte("not part of the DAG"))
 		root, _ := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
-		w.Write(carOf(t, root, []blocks.Block{blk}))
+		car, _ := carBytes(root, []blocks.Block{blk})
+		w.Write(car)
 		return true
 	}
 	notFound := func(_ []byte, w http.ResponseWriter, _ *http.Request) bool {
@@ -407,9 +438,10 @@ func TestSpill(t *testing.T) {
 	f := newFixture(t)
 	reversed := func(_ []byte, w http.ResponseWriter, r *http.Request) bool {
 		root, _ := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
-		blks := dagBlocks(t, f.src, root)
+		blks, _ := walkDAG(f.src, root)
 		slices.Reverse(blks)
-		w.Write(carOf(t, root, blks))
+		car, _ := carBytes(root, blks)
+		w.Write(car)
 		return true
 	}
 	h := newHolder(t, f.src, reversed)
