@@ -48,7 +48,11 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		// The root must arrive before committing to a 200: a DAG that no
 		// one has is "absent" (404), not a server error.
 		sess = g.cfg.Retriever.Session(r.Context(), root, size)
-		defer sess.Close()
+		defer func() {
+			if sess != nil {
+				sess.Close()
+			}
+		}()
 		ctx, cancel := context.WithTimeout(r.Context(), rootTimeout)
 		_, err = sess.Get(ctx, root)
 		cancel()
@@ -162,9 +166,18 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
-	if vw.full && g.cfg.OnServed != nil {
-		sess.Close() // the fetched blocks are stored before anyone pins them
-		g.cfg.OnServed(NarRef{Root: root, NarSize: size, NarHash: want})
+	if vw.full {
+		// The answer is complete: store the fetched blocks after it, not
+		// before (the client's next request on this connection waits for
+		// the handler), then let OnServed pin them.
+		s, onServed := sess, g.cfg.OnServed
+		sess = nil
+		go func() {
+			s.Close()
+			if onServed != nil {
+				onServed(NarRef{Root: root, NarSize: size, NarHash: want})
+			}
+		}()
 	}
 }
 
