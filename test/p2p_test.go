@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,11 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/multiformats/go-multihash"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixipfs/nixipfs/internal/nixtest"
@@ -283,6 +287,30 @@ func badHolder(t testing.TB, carURL, mode string, after int) string {
 	return "http://" + lis.Addr().String()
 }
 
+// carCIDs lists the blocks of a CAR in order, each checked against its CID,
+// leaving out identity blocks (kubo's dag export writes them, we do not:
+// their data is in the CID).
+func carCIDs(t testing.TB, car []byte) []string {
+	t.Helper()
+	br, err := carv2.NewBlockReader(bytes.NewReader(car))
+	if err != nil {
+		t.Fatalf("read CAR: %v", err)
+	}
+	var out []string
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read CAR block %d: %v", len(out)+1, err)
+		}
+		if b.Cid().Prefix().MhType != multihash.IDENTITY {
+			out = append(out, b.Cid().String())
+		}
+	}
+}
+
 // runBounded runs a command with a time bound and returns its stdout.
 func runBounded(t testing.TB, env []string, within time.Duration, name string, args ...string) string {
 	t.Helper()
@@ -330,6 +358,12 @@ func TestKuboInterop(t *testing.T) {
 	}
 	if out := runBounded(t, k.env(), 30*time.Second, ipfsBin, "cat", root+"/bin/tool"); out != "#!/bin/sh\necho tool\n" {
 		t.Errorf("bin/tool reads %q through kubo", out)
+	}
+	// The whole-DAG CAR a nixipfs holder serves to followers holds the
+	// blocks stock kubo exports for the same root, in the same order.
+	if ours, kubos := carCIDs(t, get(t, da.url+"/ipfs/"+root+"?format=car")),
+		carCIDs(t, []byte(runBounded(t, k.env(), time.Minute, ipfsBin, "dag", "export", root))); !slices.Equal(ours, kubos) {
+		t.Errorf("our CAR of %s has %d blocks, kubo's dag export %d, or another order", root, len(ours), len(kubos))
 	}
 	want := readFile(t, filepath.Join(dir, "data/big.bin"))
 	if got := get(t, "http://127.0.0.1:"+kgw+"/ipfs/"+root+"/data/big.bin"); string(got) != string(want) {

@@ -163,6 +163,7 @@ type Session struct {
 	used        map[cid.Cid]blocks.Block // used, not yet sent to the writer
 	usedBytes   int
 	pending     map[cid.Cid]blocks.Block // sent to the writer, not yet written
+	stalled     *StallError              // the first stall: the session has failed
 
 	closeOnce sync.Once
 	writes    chan []blocks.Block
@@ -253,6 +254,13 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 			}
 			return s.r.cfg.Local.Get(ctx, c)
 		}
+		if s.stalled != nil {
+			// One stall ends the render; the prefetcher's other Gets
+			// need not wait out the bound again.
+			err := s.stalled
+			s.mu.Unlock()
+			return nil, err
+		}
 		if s.streaming {
 			var batch []blocks.Block
 			if s.memBytes >= s.r.cfg.MemoryBytes {
@@ -294,8 +302,7 @@ func (s *Session) wait(ctx context.Context, c cid.Cid, changed <-chan struct{}) 
 	case <-s.ctx.Done():
 		return s.ctx.Err()
 	case <-t.C:
-		s.r.cfg.Counters.Stalls.Add(1)
-		return &StallError{Cid: c, Waited: s.r.cfg.Stall, Asked: s.Asked()}
+		return s.stall(c, s.Asked())
 	}
 }
 
@@ -309,16 +316,28 @@ func (s *Session) network(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		return nd, nil
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		s.r.cfg.Counters.Stalls.Add(1)
 		asked := s.Asked()
 		if s.r.cfg.Peers != nil {
 			for _, p := range s.r.cfg.Peers() {
 				asked = append(asked, "bitswap:"+p)
 			}
 		}
-		return nil, &StallError{Cid: c, Waited: s.r.cfg.Stall, Asked: asked}
+		return nil, s.stall(c, asked)
 	}
 	return nil, err
+}
+
+// stall records that c did not arrive within the bound: the session fails
+// every later Get that is not already answered.
+func (s *Session) stall(c cid.Cid, asked []string) error {
+	s.r.cfg.Counters.Stalls.Add(1)
+	err := &StallError{Cid: c, Waited: s.r.cfg.Stall, Asked: asked}
+	s.mu.Lock()
+	if s.stalled == nil {
+		s.stalled = err
+	}
+	s.mu.Unlock()
+	return err
 }
 
 // GetMany answers from Get, a few at a time: the render's prefetcher calls
