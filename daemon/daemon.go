@@ -324,6 +324,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	_ = srv.Shutdown(sctx)
 	shut.Wait()
+	if err := gw.Drain(sctx); err != nil {
+		slog.Warn("blocks fetched for answers not all stored before shutdown", "err", err)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

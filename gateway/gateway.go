@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -91,6 +92,23 @@ type Gateway struct {
 	// as it keeps it, so the pointer is the key.
 	narinfos      *lru.Cache[*manifests.PathInfo, []byte]
 	cacheInfoBody []byte
+	// background is the work answers leave behind (storing fetched
+	// blocks); Drain waits for it.
+	background sync.WaitGroup
+}
+
+// Drain waits until the work answers left behind (storing the blocks a
+// render fetched from peers) is done, or ctx ends. Call it after the HTTP
+// server stopped and before the IPFS node closes.
+func (g *Gateway) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { g.background.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New returns a gateway serving cfg.

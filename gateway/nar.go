@@ -172,12 +172,12 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		// the handler), then let OnServed pin them.
 		s, onServed := sess, g.cfg.OnServed
 		sess = nil
-		go func() {
+		g.background.Go(func() {
 			s.Close()
 			if onServed != nil {
 				onServed(NarRef{Root: root, NarSize: size, NarHash: want})
 			}
-		}()
+		})
 	}
 }
 

@@ -366,7 +366,10 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 	if opts.Online {
 		routing = libp2p.DHTServerOption
 	}
-	nd, err := core.NewNode(ctx, &core.BuildCfg{
+	// The node lives until Close, not until ctx ends (kubo stops a node
+	// when its context does): on SIGTERM a daemon first stops serving and
+	// stores what answers fetched, then closes the node.
+	nd, err := core.NewNode(context.WithoutCancel(ctx), &core.BuildCfg{
 		Online:    opts.Online,
 		Permanent: true,
 		Routing:   routing,

@@ -132,6 +132,27 @@ func nixCopyBounded(t testing.TB, env []string, within time.Duration, args ...st
 	}
 }
 
+// publisher is node A of the sharing tests: a Nix store holding a tree
+// shaped like a real store path (realTree), published and signed, and A's
+// running daemon.
+type publisher struct {
+	store, dir, path string // Nix store, source tree, store path
+	key, pub         string // signing key file, public key
+	node             *node
+	d                running
+}
+
+func newPublisher(t *testing.T, bigSize int64, small int) *publisher {
+	t.Helper()
+	p := &publisher{store: nixtest.Store(t), dir: filepath.Join(t.TempDir(), "content")}
+	realTree(t, p.dir, bigSize, small)
+	p.path = nixtest.AddPath(t, p.store, p.dir)
+	p.key, p.pub = newKey(t, "p2p-test-1")
+	p.node = newNode(t, p.store, nil)
+	p.d = p.node.daemon(t)
+	return p
+}
+
 // TestPeerRetrieval is the sharing scenario with three real nodes on
 // loopback: A publishes a closure shaped like real store paths (empty files,
 // empty directories, symlinks, executables, a 110 MB file, thousands of small
@@ -141,17 +162,11 @@ func nixCopyBounded(t testing.TB, env []string, within time.Duration, args ...st
 // large path through holders that fail in every way a peer can fail.
 func TestPeerRetrieval(t *testing.T) {
 	nixEnv(t)
-	storeA := nixtest.Store(t)
-	dir := filepath.Join(t.TempDir(), "content")
-	realTree(t, dir, 110<<20, 3000)
-	content := nixtest.AddPath(t, storeA, dir)
+	pa := newPublisher(t, 110<<20, 3000)
+	storeA, content, pub, a, da := pa.store, pa.path, pa.pub, pa.node, pa.d
 	top, all := nixtest.BuildClosure(t, storeA)
-	key, pub := newKey(t, "p2p-test-1")
-
-	a := newNode(t, storeA, nil)
-	da := a.daemon(t)
 	aPeer := loopbackPeer(t, da)
-	a.publish(t, "--sign-key", key, content, top)
+	a.publish(t, "--sign-key", pa.key, content, top)
 	name := a.manifestName(t)
 
 	b := newNode(t, "", nil)
@@ -334,15 +349,9 @@ func runBounded(t testing.TB, env []string, within time.Duration, name string, a
 // from the kubo's gateway.
 func TestKuboInterop(t *testing.T) {
 	nixEnv(t)
-	storeA := nixtest.Store(t)
-	dir := filepath.Join(t.TempDir(), "content")
-	realTree(t, dir, 3<<20, 200)
-	content := nixtest.AddPath(t, storeA, dir)
-	key, _ := newKey(t, "interop-1")
-	a := newNode(t, storeA, nil)
-	da := a.daemon(t)
-	res := a.publish(t, "--sign-key", key, content)
-	root := res[0].Root
+	pa := newPublisher(t, 3<<20, 200)
+	dir, da := pa.dir, pa.d
+	root := pa.node.publish(t, "--sign-key", pa.key, pa.path)[0].Root
 
 	k := newKubo(t)
 	kgw := freePort(t)
@@ -413,14 +422,9 @@ func TestKuboInterop(t *testing.T) {
 // request is served after the publisher is gone.
 func TestPrefetchOnFollow(t *testing.T) {
 	nixEnv(t)
-	storeA := nixtest.Store(t)
-	dir := filepath.Join(t.TempDir(), "content")
-	realTree(t, dir, 5<<20, 300)
-	content := nixtest.AddPath(t, storeA, dir)
-	key, pub := newKey(t, "prefetch-1")
-	a := newNode(t, storeA, nil)
-	da := a.daemon(t)
-	a.publish(t, "--sign-key", key, content)
+	pa := newPublisher(t, 5<<20, 300)
+	storeA, content, pub, a, da := pa.store, pa.path, pa.pub, pa.node, pa.d
+	a.publish(t, "--sign-key", pa.key, content)
 	b := newNode(t, "", nil)
 	db := b.daemon(t, "--peer", loopbackPeer(t, da), "--follow", a.manifestName(t), "--prefetch", "2", "--prefetch-rate-mb", "100")
 	var rep struct {
