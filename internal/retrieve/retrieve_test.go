@@ -280,11 +280,18 @@ func (f *fixture) checkStored(t testing.TB) {
 }
 
 // The whole DAG comes as one CAR; the render gets it all from there, the
-// network is never asked, and every block used is stored once.
+// network is never asked, and every block used is stored once: after the
+// render, or during it once the deferred budget is spent.
 func TestOneCAR(t *testing.T) {
+	for _, deferred := range []int{0, 1} {
+		t.Run(fmt.Sprintf("deferred=%d", deferred), func(t *testing.T) { oneCAR(t, deferred) })
+	}
+}
+
+func oneCAR(t *testing.T, deferred int) {
 	f := newFixture(t)
 	h := newHolder(t, f.src, nil)
-	r := f.retriever([]string{h.srv.URL}, nil)
+	r := f.retriever([]string{h.srv.URL}, func(c *Config) { c.DeferredBytes = deferred })
 	got, err := f.render(t, r)
 	if err != nil {
 		t.Fatal(err)
@@ -302,6 +309,9 @@ func TestOneCAR(t *testing.T) {
 		t.Errorf("the network was asked %d times", f.net.asked)
 	}
 	f.checkStored(t)
+	if d := r.deferred.Load(); d != 0 {
+		t.Errorf("%d bytes of the deferred budget still taken after Close", d)
+	}
 }
 
 // A holder that fails in any way is followed by the next one, which is
