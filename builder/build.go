@@ -12,10 +12,10 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/nixipfs/nixipfs/gateway"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/nixstore"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // BuildOptions configures Build, the requester's side of `nixipfs build`.

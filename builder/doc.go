@@ -1,4 +1,6 @@
-// Package builder will hold the pubsub job protocol for distributed builds:
-// the requester and builder sides. Not implemented yet; it comes with the
-// distributed-builds issue.
+// Package builder is the build farm's pubsub job protocol: the requester
+// side (offer runnable jobs, assign each to one builder with a lease, accept
+// results only from the lease holder signed by a trusted key) and the
+// builder side (advertise, claim, fetch inputs through its own gateway,
+// build, publish outputs, report).
 package builder

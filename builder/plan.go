@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nixipfs/nixipfs/nixstore"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
 )
 
 // Plan is what a build request needs: the jobs to queue, and the paths to

@@ -13,9 +13,9 @@ import (
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // RequesterConfig configures a Requester.

@@ -19,10 +19,10 @@ import (
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/nixstore"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // WorkerConfig configures a Worker.

@@ -22,11 +22,11 @@ import (
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixipfs/nixipfs/gateway/narcache"
+	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
+	"github.com/nixipfs/nixipfs/internal/status"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/narcache"
-	"github.com/nixipfs/nixipfs/status"
 )
 
 // Lookup finds the PathInfo of a store-path hash. It returns an error

@@ -16,9 +16,9 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/ipldnar"
-	"github.com/nixipfs/nixipfs/narcache"
 )
 
 // Fields of every NAR answer (Quick sends the same).

@@ -11,8 +11,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/metrics"
 )
 
 // endpointOf names the endpoint a request path belongs to, the "endpoint"

@@ -13,10 +13,10 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
+	"github.com/nixipfs/nixipfs/internal/metrics"
+	"github.com/nixipfs/nixipfs/internal/queue"
+	"github.com/nixipfs/nixipfs/internal/status"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/queue"
-	"github.com/nixipfs/nixipfs/status"
 )
 
 // oneLookup knows a single path.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nixipfs/nixipfs/fastpath"
+	"github.com/nixipfs/nixipfs/gateway/fastpath"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 

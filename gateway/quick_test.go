@@ -16,10 +16,10 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
-	"github.com/nixipfs/nixipfs/fastpath"
+	"github.com/nixipfs/nixipfs/gateway/fastpath"
+	"github.com/nixipfs/nixipfs/gateway/narcache"
+	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/narcache"
 )
 
 // serve runs h behind net/http alone, or behind the fast path with net/http

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nixipfs/nixipfs/status"
+	"github.com/nixipfs/nixipfs/internal/status"
 )
 
 // The status page is rendered on the server by html/template (which escapes

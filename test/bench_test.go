@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/ipldnar"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // w1 returns the W1 NAR (GOROOT): $NIXIPFS_BENCH_NAR if set, else a fresh

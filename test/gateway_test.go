@@ -21,11 +21,11 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/gateway/narcache"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/narcache"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // TestGatewayAbortsWrongNAR records in a manifest a PathInfo whose NarHash

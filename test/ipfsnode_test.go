@@ -14,9 +14,9 @@ import (
 	"github.com/ipfs/kubo/core/coreiface/options"
 	mh "github.com/multiformats/go-multihash"
 
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/ipldnar"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // backendSuite is what the rest of nixipfs needs from an IPFS node; both

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	nodestatus "github.com/nixipfs/nixipfs/status"
+	nodestatus "github.com/nixipfs/nixipfs/internal/status"
 )
 
 // nixipfsErr runs the CLI and returns its output and error, for commands

@@ -11,10 +11,10 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // TestManifestPinsAndRepoGC checks how the manifest is kept from kubo's repo

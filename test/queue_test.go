@@ -14,10 +14,10 @@ import (
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/queue"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/queue"
 )
 
 // hookGraph is built by a real nix-build with scripts/post-build-hook: two

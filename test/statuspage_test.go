@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
-	"github.com/nixipfs/nixipfs/ipfsnode"
-	nodestatus "github.com/nixipfs/nixipfs/status"
+	nodestatus "github.com/nixipfs/nixipfs/internal/status"
 )
 
 // Page geometry the screenshot is taken at, and the header's background

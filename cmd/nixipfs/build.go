@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nixipfs/nixipfs/builder"
-	"github.com/nixipfs/nixipfs/daemon"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/daemon"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 )
 
 func newBuildCmd(g *globals) *cobra.Command {

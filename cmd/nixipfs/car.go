@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
-	"github.com/nixipfs/nixipfs/publish"
+	"github.com/nixipfs/nixipfs/internal/publish"
 )
 
 func newExportCmd(g *globals) *cobra.Command {

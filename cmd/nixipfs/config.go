@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nixipfs/nixipfs/config"
+	"github.com/nixipfs/nixipfs/internal/config"
 )
 
 // markConfigFlags annotates the flags the config package treats specially:
@@ -102,7 +102,7 @@ error, so a typo never goes unnoticed.`,
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	ref := &cobra.Command{
 		Use:    "reference",
-		Short:  "Print the Markdown table of every key (for the README)",
+		Short:  "Print the Markdown table of every key (for docs/configuration.md)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

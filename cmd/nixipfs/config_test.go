@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/nixipfs/nixipfs/config"
+	"github.com/nixipfs/nixipfs/internal/config"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/configuration.md's configuration reference")

@@ -15,11 +15,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/nixipfs/nixipfs/daemon"
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/daemon"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
-	"github.com/nixipfs/nixipfs/ipfsnode"
-	"github.com/nixipfs/nixipfs/network"
+	"github.com/nixipfs/nixipfs/manifests/network"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {

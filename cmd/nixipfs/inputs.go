@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nixipfs/nixipfs/publish"
+	"github.com/nixipfs/nixipfs/internal/publish"
 )
 
 func newCacheInputsCmd(g *globals) *cobra.Command {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nixipfs/nixipfs/nixkey"
+	"github.com/nixipfs/nixipfs/internal/nixkey"
 )
 
 func newKeysCmd() *cobra.Command {

@@ -8,8 +8,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/mirror"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 func newMirrorCmd(g *globals) *cobra.Command {

@@ -9,8 +9,8 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/spf13/cobra"
 
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/ipldnar"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 func newNarCmd(g *globals) *cobra.Command {

@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/nixipfs/nixipfs/publish"
-	"github.com/nixipfs/nixipfs/queue"
+	"github.com/nixipfs/nixipfs/internal/publish"
+	"github.com/nixipfs/nixipfs/internal/queue"
 )
 
 func newPublishCmd(g *globals) *cobra.Command {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nixipfs/nixipfs/status"
+	"github.com/nixipfs/nixipfs/internal/status"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {

@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
-	"github.com/nixipfs/nixipfs/nixstore"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
 )
 
 // Entry is one enqueue: store paths to publish (their closures).

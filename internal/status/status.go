@@ -19,11 +19,11 @@ import (
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/metrics"
+	"github.com/nixipfs/nixipfs/internal/queue"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/network"
-	"github.com/nixipfs/nixipfs/queue"
+	"github.com/nixipfs/nixipfs/manifests/network"
 )
 
 // Report is a node's status at one moment.

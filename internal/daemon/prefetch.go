@@ -17,8 +17,8 @@ import (
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/status"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/status"
 )
 
 // prefetcher fetches the paths that followed manifests add, in the

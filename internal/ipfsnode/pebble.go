@@ -26,7 +26,7 @@ import (
 // database for blocks, pins and kubo's own keys, compressed with zstd.
 // kubo's stock "pebbleds" type has no setting for the codec, and flatfs
 // (kubo's default) keeps each block uncompressed in a file of its own; see
-// the README's Storage section for what each costs.
+// docs/gateway.md's Storage section for what each costs.
 const PebbleType = "nixipfs-pebble"
 
 // Datastore kinds for Options.Datastore.

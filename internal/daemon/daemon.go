@@ -20,19 +20,19 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
-	"github.com/nixipfs/nixipfs/fastpath"
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/gateway/fastpath"
+	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/metrics"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/publish"
+	"github.com/nixipfs/nixipfs/internal/queue"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/status"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/narcache"
-	"github.com/nixipfs/nixipfs/network"
-	"github.com/nixipfs/nixipfs/nixstore"
-	"github.com/nixipfs/nixipfs/publish"
-	"github.com/nixipfs/nixipfs/queue"
-	"github.com/nixipfs/nixipfs/status"
+	"github.com/nixipfs/nixipfs/manifests/network"
 )
 
 // Config configures a daemon.

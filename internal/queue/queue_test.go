@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/nixstore"
-	"github.com/nixipfs/nixipfs/publish"
+	"github.com/nixipfs/nixipfs/internal/metrics"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/publish"
 )
 
 const (

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
-	"github.com/nixipfs/nixipfs/ipfsnode"
-	"github.com/nixipfs/nixipfs/metrics"
 )
 
 // holders lists where DAGs may be fetched as CARs: the gateways named on

@@ -7,9 +7,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nixipfs/nixipfs/metrics"
-	"github.com/nixipfs/nixipfs/nixstore"
-	"github.com/nixipfs/nixipfs/publish"
+	"github.com/nixipfs/nixipfs/internal/metrics"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/publish"
 )
 
 // PublishFunc publishes the closures of paths; publish.Publisher.Publish is

@@ -16,9 +16,9 @@ import (
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/nixstore"
-	"github.com/nixipfs/nixipfs/publish"
 )
 
 // Watch modes for --watch-store.

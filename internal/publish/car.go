@@ -14,10 +14,10 @@ import (
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 
-	"github.com/nixipfs/nixipfs/carfile"
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/ipldnar"
 	"github.com/nixipfs/nixipfs/manifests"
+	"github.com/nixipfs/nixipfs/manifests/carfile"
 )
 
 // ExportCAR writes the closures of the given store paths (their PathInfo

@@ -18,10 +18,10 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
-	"github.com/nixipfs/nixipfs/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/nixstore"
 	"github.com/nixipfs/nixipfs/ipldnar"
 	"github.com/nixipfs/nixipfs/manifests"
-	"github.com/nixipfs/nixipfs/nixstore"
 )
 
 // Status says what publishing did to one path.

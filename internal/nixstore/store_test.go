@@ -21,8 +21,8 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixipfs/nixipfs/internal/nixstore"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
-	"github.com/nixipfs/nixipfs/nixstore"
 )
 
 // A syntactically valid store path that no store has.

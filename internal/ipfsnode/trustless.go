@@ -12,7 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixipfs/nixipfs/carfile"
+	"github.com/nixipfs/nixipfs/manifests/carfile"
 )
 
 // TrustlessHandler serves the IPFS trustless-gateway requests
