@@ -76,7 +76,44 @@ daemon instead.`,
 	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g), newConfigCmd(g), newKeysCmd(),
 		newBuildCmd(g), newBuilderCmd(g), newJobsCmd(g), newStatusCmd(g))
 	markConfigFlags(root)
+	linkDocs(root)
 	return root
+}
+
+// docPages names the manual page (docs/ in the source tree) that explains
+// each command; its help ends with a pointer to it.
+var docPages = map[string]string{
+	"publish":         "docs/operations.md",
+	"daemon":          "docs/networks.md and docs/gateway.md",
+	"nar":             "docs/gateway.md",
+	"follow":          "docs/networks.md",
+	"peers":           "docs/networks.md",
+	"manifest":        "docs/gateway.md",
+	"export":          "docs/gateway.md",
+	"import":          "docs/gateway.md",
+	"gc":              "docs/gateway.md",
+	"cache-inputs":    "docs/mirror.md",
+	"mirror-tarballs": "docs/mirror.md",
+	"config":          "docs/configuration.md",
+	"keys":            "docs/configuration.md",
+	"build":           "docs/builds.md",
+	"builder":         "docs/builds.md",
+	"jobs":            "docs/builds.md",
+	"status":          "docs/operations.md",
+}
+
+func linkDocs(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		page, ok := docPages[c.Name()]
+		if !ok {
+			continue
+		}
+		long := c.Long
+		if long == "" {
+			long = c.Short + "."
+		}
+		c.Long = long + "\n\nMore: " + page + " in the nixipfs source."
+	}
 }
 
 func defaultDataDir() string {
