@@ -35,7 +35,7 @@ in mk "top" l4
 `
 
 // fakeSSH makes `ssh HOST nix-store --serve --write` serve the store
-// <dir>/<HOST>: Nix's own remote builds with no SSH (see TESTING.md).
+// <dir>/<HOST>: Nix's own remote builds with no SSH (docs/builds.md).
 const fakeSSH = `#!/bin/sh
 while [ $# -gt 0 ]; do
   case "$1" in
