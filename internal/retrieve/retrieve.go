@@ -173,6 +173,8 @@ type Session struct {
 	reserved    int64                    // of used, inside it
 	pending     map[cid.Cid]blocks.Block // sent to the writer, not yet written
 	stalled     *StallError              // the first stall: the session has failed
+	// streamCancel ends the running stream (set while one runs).
+	streamCancel context.CancelFunc
 
 	closeOnce sync.Once
 	writes    chan []blocks.Block
@@ -236,6 +238,7 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		return nd, nil
 	}
 	triedLocal := false
+	var waitingSince time.Time // since when this Get waits on streams
 	for {
 		s.mu.Lock()
 		if b, ok := s.arrived[c]; ok {
@@ -280,8 +283,15 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 			changed := s.changed
 			s.mu.Unlock()
 			s.send(batch)
-			if err := s.wait(ctx, c, changed); err != nil {
+			if waitingSince.IsZero() {
+				waitingSince = time.Now()
+			}
+			expired, err := s.wait(ctx, changed, waitingSince.Add(2*s.r.cfg.Stall))
+			if err != nil {
 				return nil, err
+			}
+			if expired {
+				waitingSince = time.Time{} // the next stream has its own time
 			}
 			continue
 		}
@@ -299,19 +309,28 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	}
 }
 
-// wait blocks until changed is closed, with the stall bound.
-func (s *Session) wait(ctx context.Context, c cid.Cid, changed <-chan struct{}) error {
-	t := time.NewTimer(s.r.cfg.Stall)
+// wait blocks until changed is closed or the deadline passes. A stream
+// that makes no progress is ended by its own watchdog after the stall bound,
+// which closes changed; a stream that keeps sending other blocks than the
+// one a Get awaits is given up once that Get waited twice the bound, so that
+// the next holder is asked (expired).
+func (s *Session) wait(ctx context.Context, changed <-chan struct{}, deadline time.Time) (expired bool, err error) {
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-changed:
-		return nil
+		return false, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-s.ctx.Done():
-		return s.ctx.Err()
+		return false, s.ctx.Err()
 	case <-t.C:
-		return s.stall(c, s.Asked())
+		s.mu.Lock()
+		if s.streamCancel != nil {
+			s.streamCancel()
+		}
+		s.mu.Unlock()
+		return true, nil
 	}
 }
 
@@ -508,6 +527,7 @@ func (s *Session) stream(holder string, c cid.Cid) {
 	n, brought, err := s.readCAR(holder, c)
 	s.mu.Lock()
 	s.streaming = false
+	s.streamCancel = nil
 	s.lastRoot, s.lastErr, s.lastBrought = c, err, brought
 	s.signalLocked()
 	s.mu.Unlock()
@@ -524,6 +544,9 @@ var errExcess = errors.New("holder sent more block bytes than the DAG can hold")
 func (s *Session) readCAR(holder string, c cid.Cid) (n int, brought bool, err error) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
+	s.mu.Lock()
+	s.streamCancel = cancel
+	s.mu.Unlock()
 	url := strings.TrimRight(holder, "/") + "/ipfs/" + c.String() + "?format=car&dag-scope=all&dups=n"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
