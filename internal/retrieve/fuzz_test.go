@@ -2,6 +2,7 @@ package retrieve
 
 import (
 	"bytes"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"sync"
@@ -37,13 +38,19 @@ func FuzzHolderAnswer(f *testing.F) {
 		dag[b.Cid()] = true
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		client := &http.Client{Transport: &http.Transport{}}
 		mu.Lock()
 		answer = body
 		mu.Unlock()
 		fx.mu.Lock()
 		fx.stored = map[cid.Cid][]byte{}
 		fx.mu.Unlock()
-		r := fx.retriever([]string{bad.srv.URL, good.srv.URL}, func(c *Config) { c.Stall = 500 * time.Millisecond })
+		r := fx.retriever([]string{bad.srv.URL, good.srv.URL}, func(c *Config) {
+			c.Stall = 500 * time.Millisecond
+			c.Logger = slog.New(slog.DiscardHandler) // thousands of inputs, each a failed stream
+			c.Client = client
+		})
+		defer client.CloseIdleConnections() // no connections piling up over inputs
 		var got []byte
 		var err error
 		done := make(chan struct{})
