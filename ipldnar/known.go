@@ -2,6 +2,7 @@ package ipldnar
 
 import (
 	"context"
+	"fmt"
 
 	dag "github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
@@ -69,15 +70,21 @@ func KnownNode(c cid.Cid) (ipld.Node, bool) {
 	if err != nil {
 		return nil, false
 	}
-	switch c.Prefix().Codec {
+	nd, err := DecodeBlock(blk)
+	return nd, err == nil
+}
+
+// DecodeBlock makes a node of a block of a codec UnixFS DAGs use: raw or
+// dag-pb.
+func DecodeBlock(b blocks.Block) (ipld.Node, error) {
+	switch codec := b.Cid().Prefix().Codec; codec {
 	case cid.Raw:
-		nd, err := dag.DecodeRawBlock(blk)
-		return nd, err == nil
+		return dag.DecodeRawBlock(b)
 	case cid.DagProtobuf:
-		nd, err := dag.DecodeProtobufBlock(blk)
-		return nd, err == nil
+		return dag.DecodeProtobufBlock(b)
+	default:
+		return nil, fmt.Errorf("block %s: codec 0x%x is not part of a UnixFS DAG", b.Cid(), codec)
 	}
-	return nil, false
 }
 
 // knownFirst answers KnownNode's CIDs itself and asks src for the rest, so

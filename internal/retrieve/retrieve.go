@@ -37,7 +37,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	dag "github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -231,8 +230,9 @@ func (s *Session) Asked() []string {
 }
 
 // Get returns the node of c: known without a fetch, arrived in a stream,
-// already local, or fetched. It never waits longer than the stall bound
-// for a block without any arriving.
+// already local, or fetched. Its waits are bounded: a holder's stream is
+// given up after the stall bound without progress (or twice the bound
+// without c), and bitswap after the stall bound.
 func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if nd, ok := ipldnar.KnownNode(c); ok {
 		return nd, nil
@@ -248,15 +248,15 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 			s.signalLocked() // room for the stream
 			s.mu.Unlock()
 			s.send(batch)
-			return decode(b)
+			return ipldnar.DecodeBlock(b)
 		}
 		if b, ok := s.used[c]; ok {
 			s.mu.Unlock()
-			return decode(b)
+			return ipldnar.DecodeBlock(b)
 		}
 		if b, ok := s.pending[c]; ok {
 			s.mu.Unlock()
-			return decode(b)
+			return ipldnar.DecodeBlock(b)
 		}
 		if _, ok := s.spilled[c]; ok {
 			// Arrived and written to the store before it was needed.
@@ -380,18 +380,6 @@ func (s *Session) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.Node
 		}
 	}()
 	return out
-}
-
-// decode makes a node of a block of the codecs a UnixFS DAG uses.
-func decode(b blocks.Block) (ipld.Node, error) {
-	switch codec := b.Cid().Prefix().Codec; codec {
-	case cid.Raw:
-		return dag.DecodeRawBlock(b)
-	case cid.DagProtobuf:
-		return dag.DecodeProtobufBlock(b)
-	default:
-		return nil, fmt.Errorf("block %s: codec 0x%x is not part of a UnixFS DAG", b.Cid(), codec)
-	}
 }
 
 // useLocked records b as used by the render: kept for a second Get of the

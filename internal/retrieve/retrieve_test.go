@@ -507,7 +507,7 @@ func (w *dagWriter) Put(_ context.Context, b blocks.Block) error {
 
 func (w *dagWriter) Close() error {
 	for _, b := range w.buf {
-		nd, err := decode(b)
+		nd, err := ipldnar.DecodeBlock(b)
 		if err != nil {
 			return err
 		}
