@@ -15,6 +15,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
+	"golang.org/x/time/rate"
 
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/internal/status"
@@ -42,13 +43,13 @@ type prefetcher struct {
 	pending sync.Map // hash part → struct{}: queued or running
 
 	queued, active, done, failed, bytes atomic.Int64
-	limiter                             *rateLimiter
+	limiter                             *rate.Limiter
 }
 
-func newPrefetcher(api coreiface.CoreAPI, f *manifests.Follower, paths gateway.Lookup, workers int, rate int64) *prefetcher {
-	return &prefetcher{api: api, follower: f, paths: paths, offline: gateway.LocalBlocks(api), workers: workers, rate: rate,
+func newPrefetcher(api coreiface.CoreAPI, f *manifests.Follower, paths gateway.Lookup, workers int, bytesPerSec int64) *prefetcher {
+	return &prefetcher{api: api, follower: f, paths: paths, offline: gateway.LocalBlocks(api), workers: workers, rate: bytesPerSec,
 		client: &http.Client{}, seen: map[string]cid.Cid{},
-		queue: make(chan *manifests.PathInfo, 4096), limiter: newRateLimiter(rate)}
+		queue: make(chan *manifests.PathInfo, 4096), limiter: newLimiter(bytesPerSec)}
 }
 
 // run watches the followed versions until ctx ends.
@@ -171,14 +172,14 @@ func (p *prefetcher) fetch(ctx context.Context, info *manifests.PathInfo) error 
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("gateway answered %s", resp.Status)
 	}
-	buf := make([]byte, 256<<10)
+	buf := make([]byte, readChunk)
 	var n int64
 	for {
 		k, err := resp.Body.Read(buf)
 		n += int64(k)
 		p.bytes.Add(int64(k))
 		if k > 0 {
-			if err := p.limiter.wait(ctx, k); err != nil {
+			if err := p.limiter.WaitN(ctx, k); err != nil {
 				return err
 			}
 		}
@@ -201,38 +202,13 @@ func (p *prefetcher) report() *status.Prefetch {
 		Done: p.done.Load(), Failed: p.failed.Load(), Bytes: p.bytes.Load()}
 }
 
-// rateLimiter spaces reads so that they average at most rate bytes per
-// second (over all callers).
-type rateLimiter struct {
-	rate int64
-	mu   sync.Mutex
-	next time.Time // when the bytes read so far are paid for
-}
+// readChunk is the most a prefetch reads at once, and so the limiter's burst.
+const readChunk = 256 << 10
 
-func newRateLimiter(rate int64) *rateLimiter { return &rateLimiter{rate: rate} }
-
-func (l *rateLimiter) wait(ctx context.Context, n int) error {
-	if l.rate <= 0 {
-		return nil
+// newLimiter bounds all prefetches to bytesPerSec (0: no bound).
+func newLimiter(bytesPerSec int64) *rate.Limiter {
+	if bytesPerSec <= 0 {
+		return rate.NewLimiter(rate.Inf, readChunk)
 	}
-	l.mu.Lock()
-	now := time.Now()
-	if l.next.Before(now) {
-		l.next = now
-	}
-	l.next = l.next.Add(time.Duration(float64(n) / float64(l.rate) * float64(time.Second)))
-	until := l.next
-	l.mu.Unlock()
-	d := time.Until(until)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return rate.NewLimiter(rate.Limit(bytesPerSec), readChunk)
 }
