@@ -122,14 +122,7 @@ func narURL(t testing.TB, gw, storePath string) (url, narHash string, narSize in
 // nixCopyBounded runs nix copy with a time bound, failing the test on error.
 func nixCopyBounded(t testing.TB, env []string, within time.Duration, args ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "nix", append([]string{"--extra-experimental-features", "nix-command", "copy"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("nix copy %v (bound %s): %v\n%s", args, within, err, out)
-	}
+	runBounded(t, env, within, "nix", append([]string{"--extra-experimental-features", "nix-command", "copy"}, args...)...)
 }
 
 // publisher is node A of the sharing tests: a Nix store holding a tree

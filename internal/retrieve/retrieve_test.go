@@ -24,6 +24,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/wire"
 
 	"github.com/nixipfs/nixipfs/ipldnar"
+	"github.com/nixipfs/nixipfs/manifests/carfile"
 )
 
 // A NAR built by hand: a directory with an empty file, a file of bigSize
@@ -151,16 +152,14 @@ func newHolder(t testing.TB, ds ipld.DAGService, body func(car []byte, w http.Re
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		blks, err := walkDAG(ds, c)
-		if err != nil {
+		// The CAR a nixipfs holder sends: the exporter its gateway uses.
+		var b bytes.Buffer
+		get := func(ctx context.Context, c cid.Cid) (blocks.Block, error) { return ds.Get(ctx, c) }
+		if _, err := carfile.Export(r.Context(), &b, get, []cid.Cid{c}); err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
 		}
-		car, err := carBytes(c, blks)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
+		car := b.Bytes()
 		w.Header().Set("Content-Type", "application/vnd.ipld.car")
 		if body != nil && body(car, w, r) {
 			return
