@@ -71,6 +71,9 @@ type Config struct {
 	// /ipfs/ (format=car or raw, or an Accept header asking for them), which
 	// is how peers fetch whole DAGs from this node.
 	Trustless http.Handler
+	// Upload, if set, takes PUT requests: Nix's uploads of NARs and
+	// narinfos (`nix copy --to`), see package upload.
+	Upload http.Handler
 }
 
 // LocalBlocks reads api's local blocks only (nil if the API cannot go
@@ -158,10 +161,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPut && g.cfg.Upload != nil {
+		g.cfg.Upload.ServeHTTP(w, r)
+		return
+	}
 	// GET patterns match HEAD too; anything else is refused.
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		msg := "method not allowed"
+		if r.Method == http.MethodPut {
+			msg = "uploads are off: start the daemon with --upload-token-file to take nix copy --to"
+		}
+		http.Error(w, msg, http.StatusMethodNotAllowed)
 		return
 	}
 	g.mux.ServeHTTP(w, r)

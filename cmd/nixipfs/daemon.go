@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixipfs/nixipfs/gateway"
+	"github.com/nixipfs/nixipfs/gateway/upload"
 	"github.com/nixipfs/nixipfs/internal/daemon"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
@@ -67,6 +68,7 @@ type daemonOpts struct {
 	discovery []string
 
 	prefetchRate int64
+	uploadToken  string
 }
 
 func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
@@ -92,6 +94,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&o.netCfg.PeerGateways, "peer-gateway", nil, "trustless gateway to fetch whole DAGs from as CARs before bitswap (repeatable), e.g. a stock kubo's http://127.0.0.1:8081; connected nixipfs peers' gateways are found without it")
 	f.IntVar(&o.netCfg.Prefetch, "prefetch", 0, "fetch the paths followed manifests add in the background, this many at a time, so Nix's first request is served locally (costs the disk and bandwidth of every path they publish; 0: off)")
 	f.Int64Var(&o.prefetchRate, "prefetch-rate-mb", 0, "bound --prefetch to this many MB/s in all (0: no limit)")
+	f.StringVar(&o.uploadToken, "upload-token-file", "", "take uploads (nix copy --to http://HOST:PORT) from clients sending the token in this file (mode 0600) as a bearer token or basic-auth password (Nix: netrc-file); uploads must be signed by a --trusted-key, or get --sign-key's signature")
 	f.BoolVar(&o.keep, "keep-served", true, "pin paths served from followed manifests and add them to ours, so they outlive their publisher")
 }
 
@@ -147,6 +150,15 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	if err != nil {
 		return err
 	}
+	var uploadToken string
+	if o.uploadToken != "" {
+		if len(keys) == 0 && sk == nil {
+			return fmt.Errorf("--upload-token-file needs --trusted-key (uploads must be signed by it) or --sign-key (uploads get its signature)")
+		}
+		if uploadToken, err = upload.LoadToken(o.uploadToken); err != nil {
+			return err
+		}
+	}
 	node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: o.peers, SwarmListen: o.swarm, Discovery: o.discovery})
 	if err != nil {
 		return err
@@ -162,7 +174,7 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd}
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys
 	cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, o.pubs, o.keep
-	cfg.Store, cfg.SignKey = g.nixStore(), sk
+	cfg.Store, cfg.SignKey, cfg.UploadToken = g.nixStore(), sk, uploadToken
 	cfg.Ready = func(a net.Addr) {
 		fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/gateway/fastpath"
 	"github.com/nixipfs/nixipfs/gateway/narcache"
+	"github.com/nixipfs/nixipfs/gateway/upload"
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/metrics"
@@ -37,10 +38,14 @@ import (
 
 // Config configures a daemon.
 type Config struct {
-	DataDir string
-	Node    *ipfsnode.Node
-	Listen  string // gateway address, e.g. 127.0.0.1:8080
-	Gateway gateway.Config
+	// UploadToken, if set, turns on uploads (`nix copy --to` the gateway)
+	// for clients that send it; see package upload. Uploads must be
+	// signed by a key in Trusted, or get SignKey's signature.
+	UploadToken string
+	DataDir     string
+	Node        *ipfsnode.Node
+	Listen      string // gateway address, e.g. 127.0.0.1:8080
+	Gateway     gateway.Config
 	// NARCacheSize bounds the NARs kept in DataDir/nar-cache once rendered
 	// and verified, and served from there again (bytes; 0: none).
 	NARCacheSize int64
@@ -249,6 +254,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Prefetch > 0 {
 		pf = newPrefetcher(cfg.Node.API, follower, resolver, cfg.Prefetch, cfg.PrefetchRate)
 		collector.Prefetch = pf.report
+	}
+	if cfg.UploadToken != "" {
+		ipns := newPublisher()
+		go ipns.run(ctx, time.Second, 10*time.Second, local.Publish)
+		up, err := upload.New(upload.Config{
+			Token:    cfg.UploadToken,
+			Store:    uploadStore{pub: pub, lookup: resolver.Lookup},
+			Trusted:  cfg.Trusted,
+			StoreDir: gc.StoreDir,
+			OnRecorded: func(storePath string, narSize uint64) {
+				recent.add([]publish.Result{{StorePath: storePath, NarSize: int64(narSize), Status: publish.Published}})
+				ipns.soon()
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		gc.Upload = up
 	}
 	holders := newHolders(cfg.Node, cfg.PeerGateways)
 	gc.Retriever = newRetriever(cfg.Node, holders, cfg.StallTimeout, m)

@@ -164,6 +164,24 @@ func (p *Publisher) one(ctx context.Context, cur *manifests.Manifest, ni nixstor
 	if err != nil {
 		return Result{}, nil, err
 	}
+	rec, err := p.newRecord(ni, res, func(name string) (cid.Cid, bool) {
+		c, ok := infos[name]
+		return c, ok
+	})
+	if err != nil {
+		return Result{}, nil, err
+	}
+	c, err := manifests.Store(ctx, api, rec)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	return Result{StorePath: ni.Path, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Published}, rec, nil
+}
+
+// newRecord describes an imported path: ni as Nix (or an uploader) knows
+// it, res its DAG. info gives each reference's PathInfo CID by basename;
+// a reference without one is an error. The record is signed with SignKey.
+func (p *Publisher) newRecord(ni nixstore.PathInfo, res ipldnar.Result, info func(name string) (cid.Cid, bool)) (*manifests.PathInfo, error) {
 	rec := &manifests.PathInfo{
 		StorePath:  ni.Path,
 		NarHash:    res.NarHash[:],
@@ -177,9 +195,9 @@ func (p *Publisher) one(ctx context.Context, cur *manifests.Manifest, ni nixstor
 		name := path.Base(ref)
 		r := manifests.Reference{Name: name}
 		if ref != ni.Path {
-			c, ok := infos[name]
+			c, ok := info(name)
 			if !ok {
-				return Result{}, nil, fmt.Errorf("publish %s: reference %s was not published first", ni.Path, ref)
+				return nil, fmt.Errorf("publish %s: reference %s was not published first", ni.Path, ref)
 			}
 			r.Info = &c
 		}
@@ -195,14 +213,10 @@ func (p *Publisher) one(ctx context.Context, cur *manifests.Manifest, ni nixstor
 	}
 	if p.SignKey != nil {
 		if _, err := rec.Sign(*p.SignKey); err != nil {
-			return Result{}, nil, err
+			return nil, err
 		}
 	}
-	c, err := manifests.Store(ctx, api, rec)
-	if err != nil {
-		return Result{}, nil, err
-	}
-	return Result{StorePath: ni.Path, Root: rec.Root, PathInfo: c, NarSize: rec.NarSize, Status: Published}, rec, nil
+	return rec, nil
 }
 
 // resign updates an already published path's signatures: those Nix has
