@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,13 +52,16 @@ func uploadScenario(t *testing.T) {
 	netrc := filepath.Join(dir, "netrc")
 	writeFile(t, netrc, []byte("machine 127.0.0.1 login nixipfs password "+token+"\n"))
 
-	a := newNode(t, nixtest.Store(t), nil)
-	da := a.daemon(t, "--upload-token-file", tokenFile, "--trusted-key", origPub, "--trusted-key", pk.String())
-	served := func(p string) bool {
-		return status(t, da.url+"/"+strings.SplitN(filepath.Base(p), "-", 2)[0]+".narinfo") == http.StatusOK
+	uploadNode := func() (*node, running) {
+		n := newNode(t, nixtest.Store(t), nil)
+		return n, n.daemon(t, "--upload-token-file", tokenFile, "--trusted-key", origPub, "--trusted-key", pk.String())
 	}
-	nixCopyTo := func(conf string, compression string) error {
-		to := da.url
+	a, da := uploadNode()
+	served := func(gw, p string) bool {
+		return status(t, gw+"/"+strings.SplitN(filepath.Base(p), "-", 2)[0]+".narinfo") == http.StatusOK
+	}
+	nixCopyTo := func(gw, conf string, compression string) error {
+		to := gw
 		if compression != "" {
 			to += "?compression=" + compression
 		}
@@ -70,7 +74,7 @@ func uploadScenario(t *testing.T) {
 	}
 
 	t.Run("no credential", func(t *testing.T) {
-		err := nixCopyTo("", "")
+		err := nixCopyTo(da.url, "", "")
 		if err == nil {
 			t.Fatal("nix copy --to the gateway without the token succeeded")
 		}
@@ -78,7 +82,7 @@ func uploadScenario(t *testing.T) {
 			t.Errorf("the refusal does not say 401: %v", err)
 		}
 		for _, p := range all {
-			if served(p) {
+			if served(da.url, p) {
 				t.Errorf("%s recorded by an upload without the credential", p)
 			}
 		}
@@ -105,7 +109,7 @@ func uploadScenario(t *testing.T) {
 		if code != http.StatusBadRequest || !strings.Contains(body, "NarHash") {
 			t.Errorf("narinfo with the wrong NarHash: %d %q, want 400 naming the NarHash", code, body)
 		}
-		if served(victim) {
+		if served(da.url, victim) {
 			t.Errorf("%s recorded although its NAR did not match", victim)
 		}
 		// The NAR cannot be recorded later with a correct narinfo either:
@@ -118,14 +122,50 @@ func uploadScenario(t *testing.T) {
 
 	t.Run("nix copy", func(t *testing.T) {
 		start := time.Now()
-		if err := nixCopyTo("netrc-file = "+netrc+"\n", "zstd"); err != nil {
+		if err := nixCopyTo(da.url, "netrc-file = "+netrc+"\n", ""); err != nil {
 			t.Fatalf("nix copy --to the gateway with the token: %v\n%s", err, da.log())
 		}
 		t.Logf("nix copy --to the gateway: %s", time.Since(start).Round(time.Millisecond))
 		for _, p := range all {
-			if !served(p) {
+			if !served(da.url, p) {
 				t.Errorf("%s not served after the upload", p)
 			}
+		}
+	})
+
+	// Nix's default above is xz; the others Nix can send, each to a node
+	// of its own.
+	for _, c := range []string{"zstd", "bzip2", "none"} {
+		t.Run("compression="+c, func(t *testing.T) {
+			_, d := uploadNode()
+			if err := nixCopyTo(d.url, "netrc-file = "+netrc+"\n", c); err != nil {
+				t.Fatalf("nix copy --to the gateway?compression=%s: %v\n%s", c, err, d.log())
+			}
+			for _, p := range all {
+				if !served(d.url, p) {
+					t.Errorf("%s not served after the upload", p)
+				}
+			}
+		})
+	}
+
+	// With --sign-key and no --trusted-key, any upload with the token is
+	// taken and gets our signature beside the ones it had.
+	t.Run("sign-key", func(t *testing.T) {
+		keyFile, _ := newKey(t, "gateway-1")
+		n := newNode(t, nixtest.Store(t), nil)
+		d := n.daemon(t, "--upload-token-file", tokenFile, "--sign-key", keyFile)
+		if err := nixCopyTo(d.url, "netrc-file = "+netrc+"\n", ""); err != nil {
+			t.Fatalf("nix copy: %v\n%s", err, d.log())
+		}
+		sigs := narinfo(t, d.url, top)["Sig"]
+		var names []string
+		for _, s := range sigs {
+			names = append(names, strings.SplitN(s, ":", 2)[0])
+		}
+		slices.Sort(names)
+		if !slices.Equal(names, []string{"gateway-1", "uploader-1"}) {
+			t.Errorf("narinfo signed by %v, want the uploader and the gateway", names)
 		}
 	})
 

@@ -317,11 +317,6 @@ func (h *Handler) putNarinfo(w http.ResponseWriter, r *http.Request, name string
 		h.badRequest(w, name, fmt.Errorf("not a narinfo: %w", err))
 		return
 	}
-	info, err := h.check(ni, strings.TrimSuffix(name, ".narinfo"))
-	if err != nil {
-		h.badRequest(w, name, err)
-		return
-	}
 	h.mu.Lock()
 	pd := h.pending[ni.URL]
 	h.mu.Unlock()
@@ -329,7 +324,13 @@ func (h *Handler) putNarinfo(w http.ResponseWriter, r *http.Request, name string
 		h.badRequest(w, name, fmt.Errorf("its NAR %s was not uploaded here, or waited more than %s for this narinfo; upload it first", ni.URL, h.cfg.PendingTTL))
 		return
 	}
-	if err := checkFile(ni, pd); err != nil {
+	// From here on the NAR is recorded with this narinfo or dropped: Nix
+	// does not send another.
+	info, err := h.check(ni, strings.TrimSuffix(name, ".narinfo"))
+	if err == nil {
+		err = checkFile(ni, pd)
+	}
+	if err != nil {
 		pd.p.Discard()
 		h.badRequest(w, name, err)
 		return
