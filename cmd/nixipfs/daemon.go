@@ -40,7 +40,9 @@ IPFS node through a unix socket in the data dir.
 The daemon publishes what 'nixipfs publish --queue' queued in the data dir,
 signed with --sign-key. The gateway also serves a status page at /, the same
 report at /status.json, Prometheus metrics at /metrics and /health (503 when
-the IPFS node does not answer).`,
+the IPFS node does not answer). With --upload-token-file it takes stock Nix's
+uploads ('nix copy --to http://HOST:PORT'), checked against their narinfos and
+signatures before anything is recorded.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), g, nil)

@@ -12,6 +12,19 @@ import (
 // anything is created in the data dir.
 func TestBadFlagsChangeNothing(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	tokens := t.TempDir()
+	open := filepath.Join(tokens, "open")
+	short := filepath.Join(tokens, "short")
+	for f, mode := range map[string]os.FileMode{open: 0o644, short: 0o600} {
+		body := "a-long-enough-token-0123456789"
+		if f == short {
+			body = "short"
+		}
+		if err := os.WriteFile(f, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := "k:" + strings.Repeat("A", 43) + "="
 	tests := []struct {
 		args []string
 		want string
@@ -19,6 +32,10 @@ func TestBadFlagsChangeNothing(t *testing.T) {
 		{[]string{"daemon", "--nar-cache-mb", "-1"}, "--nar-cache-mb=-1"},
 		{[]string{"daemon", "--watch-store=sometimes"}, "--watch-store=sometimes"},
 		{[]string{"daemon", "--trusted-key", "nonsense"}, "--trusted-key"},
+		{[]string{"daemon", "--upload-token-file", short}, "needs --trusted-key"},
+		{[]string{"daemon", "--upload-token-file", open, "--trusted-key", key}, "chmod 600"},
+		{[]string{"daemon", "--upload-token-file", short, "--trusted-key", key}, "at least 16 characters"},
+		{[]string{"daemon", "--upload-token-file", filepath.Join(tokens, "missing"), "--trusted-key", key}, "upload token"},
 		{[]string{"builder", "--network", "n"}, "--sign-key is required"},
 		{[]string{"builder", "--sign-key", "k"}, "--network is required"},
 		{[]string{"build", "/nix/store/0c4lyy5ds26hl3ic84crvck6al33xh3a-a.drv"}, "--network is required"},
