@@ -96,6 +96,9 @@ func (g *Gateway) observe(w http.ResponseWriter, r *http.Request, next http.Hand
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	endpoint := endpointOf(r.URL.Path)
+	if r.Method == http.MethodPut {
+		endpoint = "upload" // NARs and narinfos alike: `nix copy --to`
+	}
 	defer func() {
 		code := strconv.Itoa(rec.status)
 		if rec.status == 0 {

@@ -131,6 +131,11 @@ func uploadScenario(t *testing.T) {
 				t.Errorf("%s not served after the upload", p)
 			}
 		}
+		// A NAR and a narinfo per path; the refusals above were counted.
+		m := scrape(t, da.url)
+		if ok := m[sample("nixipfs_http_requests_total", "code", "200", "endpoint", "upload")]; ok != float64(2*len(all)+1) {
+			t.Errorf("%v uploads answered 200, want %d", ok, 2*len(all)+1)
+		}
 	})
 
 	// Nix's default above is xz; the others Nix can send, each to a node
