@@ -69,3 +69,34 @@ func TestAddTreeUnique(t *testing.T) {
 		t.Errorf("Sign public key = %q", pub)
 	}
 }
+
+// TestVersions: the host's Nix, then Debian 13's; after Use every tool on
+// PATH is that version's, and it builds into a chroot store (the sandbox).
+func TestVersions(t *testing.T) {
+	vs := nixtest.Versions(t)
+	if len(vs) != 2 || vs[0].Name == vs[1].Name {
+		t.Fatalf("Versions = %+v, want the host's and Debian 13's", vs)
+	}
+	for _, nx := range vs {
+		t.Run(nx.Name, func(t *testing.T) {
+			nx.Use(t)
+			if !strings.HasPrefix(nx.Name, "nix-") || !strings.HasPrefix(nx.Version, strings.TrimPrefix(nx.Name, "nix-")+".") {
+				t.Errorf("Name %q, Version %q", nx.Name, nx.Version)
+			}
+			for _, tool := range []string{"nix", "nix-store", "nix-build", "nix-instantiate"} {
+				if got, want := nixtest.Run(t, tool, "--version"), tool+" (Nix) "+nx.Version; got != want {
+					t.Errorf("%s --version = %q, want %q", tool, got, want)
+				}
+			}
+			nixtest.Env(t)
+			store := nixtest.Store(t)
+			top, _ := nixtest.BuildClosure(t, store)
+			if _, err := os.Stat(filepath.Join(store, top, "bin", "hi")); err != nil {
+				t.Errorf("built file missing: %v", err)
+			}
+			if pub := nixtest.Sign(t, store, "k-1", top); !strings.HasPrefix(pub, "k-1:") {
+				t.Errorf("Sign public key = %q", pub)
+			}
+		})
+	}
+}
