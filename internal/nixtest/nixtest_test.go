@@ -1,10 +1,16 @@
 package nixtest_test
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"io"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -71,7 +77,8 @@ func TestAddTreeUnique(t *testing.T) {
 }
 
 // TestVersions: the host's Nix, then Debian 13's; after Use every tool on
-// PATH is that version's, and it builds into a chroot store (the sandbox).
+// PATH is that version's, and it builds into a chroot store (the sandbox),
+// signs, and fetches with builtins.fetchurl and <nix/fetchurl.nix>.
 func TestVersions(t *testing.T) {
 	vs := nixtest.Versions(t)
 	if len(vs) != 2 || vs[0].Name == vs[1].Name {
@@ -96,6 +103,23 @@ func TestVersions(t *testing.T) {
 			}
 			if pub := nixtest.Sign(t, store, "k-1", top); !strings.HasPrefix(pub, "k-1:") {
 				t.Errorf("Sign public key = %q", pub)
+			}
+
+			// Fetching over loopback HTTP, at evaluation time and in a
+			// builtin:fetchurl build (Nix's fetcher cache is per test).
+			t.Setenv("XDG_CACHE_HOME", t.TempDir())
+			const body = "fetched by nix\n"
+			sum := sha256.Sum256([]byte(body))
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+			defer srv.Close()
+			args := fmt.Sprintf(`{ url = "%s/f"; sha256 = "%x"; }`, srv.URL, sum)
+			if got := nixtest.Run(t, "nix-instantiate", "--store", store, "--read-write-mode", "--eval", "-E",
+				"builtins.readFile (builtins.fetchurl "+args+")"); got != strconv.Quote(body) {
+				t.Errorf("builtins.fetchurl read %s, want %q", got, body)
+			}
+			out := nixtest.Run(t, "nix-build", "--store", store, "--no-out-link", "-E", "import <nix/fetchurl.nix> "+args)
+			if got, err := os.ReadFile(filepath.Join(store, out)); err != nil || string(got) != body {
+				t.Errorf("<nix/fetchurl.nix> built %s: %q, %v", out, got, err)
 			}
 		})
 	}
