@@ -51,6 +51,9 @@ func Versions(t testing.TB) []Version {
 	if root == "" {
 		root = DefaultTrixieRoot
 	}
+	if !filepath.IsAbs(root) {
+		t.Fatalf("nixtest: %s=%q: want an absolute path", TrixieEnv, root)
+	}
 	if _, err := os.Stat(filepath.Join(root, "usr", "bin", "nix")); err != nil {
 		t.Fatalf("nixtest: Debian 13's Nix is missing (%v): run scripts/install-deps to make the trixie root, or set %s to one", err, TrixieEnv)
 	}
