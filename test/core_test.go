@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/nixipfs/nixipfs/internal/nixstore"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
 )
 
@@ -196,23 +197,21 @@ func substitute(t *testing.T, k *kubo) {
 	}
 }
 
-type nixPathInfo struct {
-	Path    string `json:"path"`
-	NarHash string `json:"narHash"`
-	NarSize int64  `json:"narSize"`
-}
-
-func pathInfo(t *testing.T, store, p string) nixPathInfo {
+// pathInfo asks store's Nix (the version on PATH) about p, through
+// nixstore, which reads the JSON of Nix 2.8 (a list) and of 2.19+ (an
+// object keyed by path) alike.
+func pathInfo(t *testing.T, store, p string) nixstore.PathInfo {
 	t.Helper()
-	out := run(t, nil, "nix", "--extra-experimental-features", "nix-command", "path-info", "--json", "--store", store, p)
-	var infos []nixPathInfo
-	if err := json.Unmarshal([]byte(out), &infos); err != nil || len(infos) != 1 {
-		t.Fatalf("path-info %s: %v: %s", p, err, out)
+	infos, err := nixstore.New(store).PathInfos(ctx(t), p)
+	if err != nil {
+		t.Fatalf("path-info %s: %v", p, err)
 	}
 	return infos[0]
 }
 
-func TestSubstituteEmbedded(t *testing.T) { substitute(t, nil) }
+// The embedded node under each Nix version; the external kubo changes
+// nothing on Nix's side, so it runs under the host's only.
+func TestSubstituteEmbedded(t *testing.T) { eachNix(t, func(t *testing.T) { substitute(t, nil) }) }
 
 func TestSubstituteExternalKubo(t *testing.T) { substitute(t, startKubo(t)) }
 

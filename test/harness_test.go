@@ -410,6 +410,18 @@ func nixEnv(t testing.TB) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 }
 
+// eachNix runs f as a subtest under each Nix version the suite tests
+// (nixtest.Versions: Debian 12's, then Debian 13's), that version's tools
+// first on PATH for the test and the nixipfs processes it starts.
+func eachNix(t *testing.T, f func(t *testing.T)) {
+	for _, nx := range nixtest.Versions(t) {
+		t.Run(nx.Name, func(t *testing.T) {
+			nx.Use(t)
+			f(t)
+		})
+	}
+}
+
 func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)

@@ -58,8 +58,11 @@ func hexSHA256(b []byte) string {
 // inputs (two flat, one recursive) lets a builder in a separate store
 // realise it with every source URL dead, fetching only from the gateway.
 // Then a second node that only follows the first serves a flat input to
-// stock nix through hashed-mirrors.
-func TestCacheInputs(t *testing.T) {
+// stock nix through hashed-mirrors. Under each Nix version (for cache-inputs
+// reading its derivations, and the stock nix of both steps).
+func TestCacheInputs(t *testing.T) { eachNix(t, cacheInputs) }
+
+func cacheInputs(t *testing.T) {
 	nixEnv(t)
 	tgz := tarballOf(t, "ipldnar")
 	plain := make([]byte, 100000)

@@ -20,6 +20,41 @@ type Derivation struct {
 	Env       map[string]string   `json:"env"`
 }
 
+// UnmarshalJSON reads a derivation as Nix 2.8 prints it and as newer Nix
+// (2.26 among them) does, where inputDrvs maps each .drv to
+// {"outputs": [...], "dynamicOutputs": {}} rather than to its outputs.
+func (d *Derivation) UnmarshalJSON(b []byte) error {
+	type plain Derivation
+	var v struct {
+		plain
+		InputDrvs map[string]json.RawMessage `json:"inputDrvs"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*d = Derivation(v.plain)
+	d.InputDrvs = make(map[string][]string, len(v.InputDrvs))
+	for drv, raw := range v.InputDrvs {
+		var outputs []string
+		if err := json.Unmarshal(raw, &outputs); err == nil {
+			d.InputDrvs[drv] = outputs
+			continue
+		}
+		var in struct {
+			Outputs        []string                   `json:"outputs"`
+			DynamicOutputs map[string]json.RawMessage `json:"dynamicOutputs"`
+		}
+		if err := json.Unmarshal(raw, &in); err != nil {
+			return fmt.Errorf("inputDrvs %s: %w", drv, err)
+		}
+		if len(in.DynamicOutputs) > 0 {
+			return fmt.Errorf("inputDrvs %s: dynamic derivation outputs are not supported", drv)
+		}
+		d.InputDrvs[drv] = in.Outputs
+	}
+	return nil
+}
+
 // RequiredFeatures lists the system features a builder must support to
 // build d (requiredSystemFeatures; structured-attrs derivations are not
 // read).
@@ -47,6 +82,31 @@ type Output struct {
 	Path     string `json:"path"`
 	HashAlgo string `json:"hashAlgo"` // "sha256" (flat) or "r:sha256" (recursive)
 	Hash     string `json:"hash"`     // base16
+}
+
+// UnmarshalJSON reads an output as Nix 2.8 prints it (hashAlgo "r:sha256")
+// and as newer Nix does (hashAlgo "sha256" with method "nar"), keeping
+// HashAlgo in the former form.
+func (o *Output) UnmarshalJSON(b []byte) error {
+	type plain Output
+	var v struct {
+		plain
+		Method string `json:"method"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*o = Output(v.plain)
+	switch v.Method {
+	case "", "flat":
+	case "nar":
+		o.HashAlgo = "r:" + o.HashAlgo
+	case "text":
+		o.HashAlgo = "text:" + o.HashAlgo
+	default:
+		return fmt.Errorf("output %s: unknown content-addressing method %q", o.Path, v.Method)
+	}
+	return nil
 }
 
 // Fixed reports a fixed-output's hash: algorithm, whether it is recursive

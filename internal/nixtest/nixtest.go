@@ -12,6 +12,10 @@
 // Nix's sandbox (Nix forces it when the real and logical store dirs differ),
 // whatever the sandbox setting; that is why the builder is a static busybox
 // added to the store rather than a host /bin/sh.
+//
+// The tools are whichever nix, nix-store, … are on PATH: the host's, or
+// another version's after Version.Use (see Versions, which runs a test
+// under Debian 12's and Debian 13's Nix).
 package nixtest
 
 import (
