@@ -388,7 +388,7 @@ func (h *Handler) check(ni *narinfo.NarInfo, hashPart string) (nixstore.PathInfo
 	}
 	if ni.Deriver != "" {
 		if _, err := storepath.FromString(ni.Deriver); err != nil || !strings.HasSuffix(ni.Deriver, ".drv") {
-			return info, fmt.Errorf("Deriver %q is not a .drv store path", ni.Deriver)
+			return info, fmt.Errorf("the narinfo's Deriver %q is not a .drv store path", ni.Deriver)
 		}
 		info.Deriver = path.Join(h.cfg.StoreDir, ni.Deriver)
 	}
@@ -420,7 +420,7 @@ func (h *Handler) check(ni *narinfo.NarInfo, hashPart string) (nixstore.PathInfo
 func checkFile(ni *narinfo.NarInfo, pd *pending) error {
 	res := pd.p.Result()
 	if ni.Compression != pd.compression && !(ni.Compression == "" && pd.compression == "bzip2") {
-		return fmt.Errorf("Compression %q, but %s is %s", ni.Compression, ni.URL, pd.compression)
+		return fmt.Errorf("the narinfo says Compression %q, but %s is %s", ni.Compression, ni.URL, pd.compression)
 	}
 	if ni.FileHash != nil && (ni.FileHash.Algo().String() != "sha256" || subtle.ConstantTimeCompare(ni.FileHash.Digest(), pd.fileHash[:]) != 1) {
 		return fmt.Errorf("FileHash %s is not the hash of %s", ni.FileHash, ni.URL)
