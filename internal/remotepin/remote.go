@@ -66,9 +66,9 @@ type Cluster struct {
 }
 
 // NewCluster returns the cluster whose REST API is at rawURL
-// (http://127.0.0.1:9094; user:password@ in the URL is sent as basic
-// auth). Every pin asks for exactly replication peers (-1: all peers).
-func NewCluster(rawURL string, replication int) (*Cluster, error) {
+// (http://127.0.0.1:9094), with basicAuth ("user:password", or "" for
+// none). Every pin asks for exactly replication peers (-1: all peers).
+func NewCluster(rawURL, basicAuth string, replication int) (*Cluster, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("pin cluster %q: %w", rawURL, err)
@@ -80,6 +80,9 @@ func NewCluster(rawURL string, replication int) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pin cluster %q: want host:port: %w", rawURL, err)
 	}
+	if u.User != nil {
+		return nil, fmt.Errorf("pin cluster %q: put the credentials in the auth file, not the URL", rawURL)
+	}
 	if u.Path != "" && u.Path != "/" {
 		return nil, fmt.Errorf("pin cluster %q: the REST API has no path prefix", rawURL)
 	}
@@ -87,15 +90,16 @@ func NewCluster(rawURL string, replication int) (*Cluster, error) {
 		return nil, fmt.Errorf("pin cluster: replication %d: want at least 1, or -1 for every peer", replication)
 	}
 	cfg := &clusterclient.Config{Host: host, Port: port, SSL: u.Scheme == "https", Timeout: requestTimeout, LogLevel: "error"}
-	if u.User != nil {
-		cfg.Username = u.User.Username()
-		cfg.Password, _ = u.User.Password()
+	if basicAuth = strings.TrimSpace(basicAuth); basicAuth != "" {
+		var ok bool
+		if cfg.Username, cfg.Password, ok = strings.Cut(basicAuth, ":"); !ok || cfg.Username == "" {
+			return nil, fmt.Errorf("pin cluster %q: the auth file must hold user:password", rawURL)
+		}
 	}
 	c, err := clusterclient.NewDefaultClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pin cluster %q: %w", rawURL, err)
 	}
-	u.User = nil
 	return &Cluster{url: u.String(), client: c, replication: replication}, nil
 }
 

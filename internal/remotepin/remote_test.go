@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -71,14 +72,14 @@ func TestClusterProtocol(t *testing.T) {
 	defer srv.Close()
 	ctx := context.Background()
 
-	bad, err := NewCluster(strings.Replace(srv.URL, "http://", "http://nix:wrong@", 1), 2)
+	bad, err := NewCluster(srv.URL, "nix:wrong", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := bad.Pin(ctx, c, "nixipfs x"); err == nil || !strings.Contains(err.Error(), "unauthorized") {
 		t.Fatalf("wrong password: %v", err)
 	}
-	cl, err := NewCluster(strings.Replace(srv.URL, "http://", "http://nix:s3cret@", 1), 2)
+	cl, err := NewCluster(srv.URL, "nix:s3cret\n", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestClusterHostile(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewServer(h)
 			defer srv.Close()
-			cl, err := NewCluster(srv.URL, 1)
+			cl, err := NewCluster(srv.URL, "", 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -165,7 +166,7 @@ func TestClusterHostile(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(block)
-	cl, err := NewCluster(srv.URL, 1)
+	cl, err := NewCluster(srv.URL, "", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,13 +178,18 @@ func TestClusterHostile(t *testing.T) {
 }
 
 func TestNewRemoteRefusesBadInput(t *testing.T) {
-	for _, u := range []string{"", "ftp://x:1", "http://nohost", "http://127.0.0.1:9094/api", "::"} {
-		if _, err := NewCluster(u, 2); err == nil {
+	for _, u := range []string{"", "ftp://x:1", "http://nohost", "http://127.0.0.1:9094/api", "::", "http://u:p@127.0.0.1:9094"} {
+		if _, err := NewCluster(u, "", 2); err == nil {
 			t.Errorf("NewCluster(%q) accepted", u)
 		}
 	}
+	for _, a := range []string{"nopassword", ":pw"} {
+		if _, err := NewCluster("http://127.0.0.1:9094", a, 2); err == nil {
+			t.Errorf("auth %q accepted", a)
+		}
+	}
 	for _, r := range []int{0, -2} {
-		if _, err := NewCluster("http://127.0.0.1:9094", r); err == nil {
+		if _, err := NewCluster("http://127.0.0.1:9094", "", r); err == nil {
 			t.Errorf("replication %d accepted", r)
 		}
 	}
@@ -317,5 +323,36 @@ func TestServiceProtocol(t *testing.T) {
 	f.lie = testCID(t, "other").String()
 	if st, err := s.Status(ctx, c); err != nil || st.State != Unknown {
 		t.Fatalf("another CID's pinned request counted: %+v, %v", st, err)
+	}
+}
+
+func TestOpenSecrets(t *testing.T) {
+	dir := t.TempDir()
+	tok := dir + "/token"
+	if err := os.WriteFile(tok, []byte("t0k\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Service: "https://pins.example", ServiceTokenFile: tok}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a world-readable token file: %v", err)
+	}
+	if err := os.Chmod(tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Open(Options{Service: "https://pins.example", ServiceTokenFile: tok, Cluster: "http://127.0.0.1:9094", Replication: 2})
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("Open: %v, %v", rs, err)
+	}
+	for _, o := range []Options{
+		{Service: "https://pins.example"},
+		{ServiceTokenFile: tok},
+		{ClusterAuthFile: tok},
+		{Cluster: "http://127.0.0.1:9094", Replication: 2, ClusterAuthFile: dir + "/missing"},
+	} {
+		if _, err := Open(o); err == nil {
+			t.Errorf("Open(%+v) accepted", o)
+		}
+	}
+	if rs, err := Open(Options{}); err != nil || len(rs) != 0 {
+		t.Fatalf("no remotes: %v, %v", rs, err)
 	}
 }
