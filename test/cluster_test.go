@@ -21,6 +21,8 @@ type clusterPeer struct {
 	id      string
 	swarm   string // its cluster libp2p address, /ip4/127.0.0.1/tcp/N/p2p/ID
 	restURL string // REST API
+	// pinsvcURL is its Pinning Service API
+	pinsvcURL string
 	kubo    *kubo
 	log     string
 }
@@ -64,7 +66,8 @@ func obj(m map[string]any, keys ...string) map[string]any {
 // content routing, so a provider search finds none of their copies: what
 // gc counts of them comes from the cluster. It returns once every peer
 // sees all the others.
-func startCluster(t *testing.T, n int) []*clusterPeer {
+// With auth (user:password), the REST and Pinning Service APIs require it.
+func startCluster(t *testing.T, n int, auth string) []*clusterPeer {
 	t.Helper()
 	service := clusterBin(t, "ipfs-cluster-service")
 	peers := make([]*clusterPeer, n)
@@ -108,7 +111,12 @@ func startCluster(t *testing.T, n int) []*clusterPeer {
 			cl["peer_addresses"] = others
 			kuboAPI := c.kubo.api
 			obj(m, "api", "restapi")["http_listen_multiaddress"] = "/ip4/127.0.0.1/tcp/" + c.restURL[strings.LastIndex(c.restURL, ":")+1:]
-			obj(m, "api", "pinsvcapi")["http_listen_multiaddress"] = "/ip4/127.0.0.1/tcp/" + freePort(t)
+			c.pinsvcURL = "http://127.0.0.1:" + freePort(t)
+			obj(m, "api", "pinsvcapi")["http_listen_multiaddress"] = "/ip4/127.0.0.1/tcp/" + c.pinsvcURL[strings.LastIndex(c.pinsvcURL, ":")+1:]
+			if user, pass, ok := strings.Cut(auth, ":"); ok {
+				obj(m, "api", "restapi")["basic_auth_credentials"] = map[string]string{user: pass}
+				obj(m, "api", "pinsvcapi")["basic_auth_credentials"] = map[string]string{user: pass}
+			}
 			obj(m, "api", "ipfsproxy")["listen_multiaddress"] = "/ip4/127.0.0.1/tcp/" + freePort(t)
 			obj(m, "api", "ipfsproxy")["node_multiaddress"] = kuboAPI
 			obj(m, "ipfs_connector", "ipfshttp")["node_multiaddress"] = kuboAPI
@@ -142,7 +150,11 @@ func startCluster(t *testing.T, n int) []*clusterPeer {
 	deadline := time.Now().Add(90 * time.Second)
 	for _, c := range peers {
 		for {
-			out, _, err := runErr(nil, clusterBin(t, "ipfs-cluster-ctl"), "--host", "/ip4/127.0.0.1/tcp/"+c.restURL[strings.LastIndex(c.restURL, ":")+1:], "peers", "ls")
+			args := []string{"--host", "/ip4/127.0.0.1/tcp/" + c.restURL[strings.LastIndex(c.restURL, ":")+1:], "peers", "ls"}
+			if auth != "" {
+				args = append([]string{"--basic-auth", auth, "--force-http"}, args...)
+			}
+			out, _, err := runErr(nil, clusterBin(t, "ipfs-cluster-ctl"), args...)
 			if err == nil && strings.Count(out, fmt.Sprintf("Sees %d other peers", n-1)) == n {
 				break
 			}
@@ -252,7 +264,7 @@ func waitRemotePinned(t *testing.T, n *node, want, holders int, within time.Dura
 // holds twice.
 func TestClusterReplication(t *testing.T) {
 	nixEnv(t)
-	cl := startCluster(t, 3)
+	cl := startCluster(t, 3, "")
 	var kuboPeers []string
 	for _, c := range cl {
 		kuboPeers = append(kuboPeers, "--peer", c.kubo.peerAddr(t))
@@ -372,4 +384,106 @@ func waitFollowed(t *testing.T, n *node, name string, within time.Duration) {
 		}
 		time.Sleep(250 * time.Millisecond) // polling a condition with a deadline
 	}
+}
+
+// TestPinServiceAndRestart pins through both remotes of a one-peer cluster
+// that requires credentials: its REST API (basic auth from a file) and its
+// Pinning Service API (a bearer token from a file). A world-readable token
+// file is refused; a wrong token leaves the service's pins failed with the
+// reason in status while the cluster's go through; after a SIGKILL the
+// daemon, restarted with the right token, finishes them from its state.
+func TestPinServiceAndRestart(t *testing.T) {
+	nixEnv(t)
+	cl := startCluster(t, 1, "nix:s3cret")
+	c := cl[0]
+	store := nixtest.Store(t)
+	p1 := nixtest.AddTree(t, store, "svc-one", map[string]string{"a": "one"})
+	p2 := nixtest.AddTree(t, store, "svc-two", map[string]string{"b": "two"})
+	dir := t.TempDir()
+	authFile, tokenFile := filepath.Join(dir, "cluster-auth"), filepath.Join(dir, "token")
+	if err := os.WriteFile(authFile, []byte("nix:s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("not-the-token\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := newNode(t, store, nil)
+	flags := []string{"--pin-cluster", c.restURL, "--pin-cluster-auth-file", authFile, "--pin-replication", "-1",
+		"--pin-service", c.pinsvcURL, "--pin-service-token-file", tokenFile, "--peer", c.kubo.peerAddr(t)}
+	name, argv := a.command(append([]string{"daemon", "--listen", "127.0.0.1:0"}, flags...)...)
+	if _, errOut, err := runErr(nil, name, argv...); err == nil || !strings.Contains(errOut, "chmod 600") {
+		t.Fatalf("daemon with a world-readable token file: %v %s", err, errOut)
+	}
+	if err := os.Chmod(tokenFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	d := a.daemon(t, flags...)
+	res := a.publish(t, p1, p2)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var r remotePinsReport
+		out := a.nixipfs(t, "status", "--json")
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		failed, pinned := 0, 0
+		if r.RemotePins != nil {
+			for _, e := range r.RemotePins.Entries {
+				if e.State == "failed" && strings.Contains(e.Error, "401") {
+					failed++
+				}
+				if e.State == "pinned" {
+					pinned++
+				}
+			}
+		}
+		// Two paths and the manifest on each remote: the service's fail,
+		// the cluster's are pinned.
+		if failed == 3 && pinned == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with a wrong token: %d failed, %d pinned:\n%s", failed, pinned, out)
+		}
+		time.Sleep(250 * time.Millisecond) // polling a condition with a deadline
+	}
+	if text := a.nixipfs(t, "status"); !strings.Contains(text, "failed on service "+c.pinsvcURL) {
+		t.Fatalf("status does not show the failed service pins:\n%s", text)
+	}
+	d.kill()
+
+	tok := clusterToken(t, c.pinsvcURL, "nix", "s3cret")
+	writeFile(t, tokenFile, []byte(tok+"\n"))
+	a.daemon(t, flags...)
+	waitRemotePinned(t, a, 2*len(res), 1, 2*time.Minute)
+	pins := c.kubo.ipfs(t, "pin", "ls", "--type", "recursive", "-q")
+	for _, p := range res {
+		if !strings.Contains(pins, p.Root) || !strings.Contains(pins, p.PathInfo) {
+			t.Fatalf("%s: the cluster's kubo does not hold it pinned", p.StorePath)
+		}
+	}
+}
+
+// clusterToken asks a cluster API for a bearer token (POST /token with
+// basic auth).
+func clusterToken(t *testing.T, apiURL, user, pass string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, apiURL+"/token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, pass)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&tok); err != nil || tok.Token == "" {
+		t.Fatalf("cluster token: %s %v", res.Status, err)
+	}
+	return tok.Token
 }
