@@ -344,7 +344,7 @@ daemon runs) so that the provider search can reach peers.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&opts.MinReplicas, "min-replicas", 1, "other providers a path needs before it is unpinned")
+	f.IntVar(&opts.MinReplicas, "min-replicas", 1, "other copies a path needs before it is unpinned: peers providing it, or (with --pin-cluster) cluster peers holding it pinned")
 	f.BoolVar(&opts.Apply, "apply", false, "unpin (default: dry run)")
 	f.BoolVar(&collect, "collect", false, "with --apply: then run the IPFS repo GC, deleting every unpinned block")
 	f.DurationVar(&opts.Timeout, "timeout", 10*time.Second, "provider search time per path")
