@@ -23,8 +23,8 @@ type clusterPeer struct {
 	restURL string // REST API
 	// pinsvcURL is its Pinning Service API
 	pinsvcURL string
-	kubo    *kubo
-	log     string
+	kubo      *kubo
+	log       string
 }
 
 func clusterBin(t testing.TB, name string) string {
