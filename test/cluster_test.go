@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixipfs/nixipfs/internal/nixtest"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 )
 
 // clusterPeer is one ipfs-cluster-service (built from scripts/tools/cluster
@@ -208,52 +209,34 @@ func (c *clusterPeer) pinnedOn(t testing.TB, cid string) []string {
 	return out
 }
 
-type remotePinsReport struct {
-	RemotePins *struct {
-		Counts  map[string]int `json:"counts"`
-		Entries []struct {
-			StorePath string `json:"storePath"`
-			PathInfo  string `json:"pathInfo"`
-			Root      string `json:"root"`
-			State     string `json:"state"`
-			Holders   int    `json:"holders"`
-			Error     string `json:"error"`
-		} `json:"entries"`
-	} `json:"remotePins"`
-}
-
-// waitRemotePinned polls `nixipfs status --json` until want path entries
-// and the manifest's are pinned with holders holders each.
-func waitRemotePinned(t *testing.T, n *node, want, holders int, within time.Duration) remotePinsReport {
+// remotePinned counts n's entries pinned with holders holders each (paths,
+// and the manifest's entries apart), as `nixipfs status --json` shows them.
+func remotePinned(t testing.TB, n *node, holders int) (paths, manifests int) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var r remotePinsReport
-		out := n.nixipfs(t, "status", "--json")
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			t.Fatalf("status --json: %v", err)
-		}
-		done := 0
-		manifest := false
-		if r.RemotePins != nil {
-			for _, e := range r.RemotePins.Entries {
-				if e.State == "pinned" && e.Holders == holders {
-					if e.StorePath == "" && e.Root == "" {
-						manifest = true
-					} else {
-						done++
-					}
-				}
+	r := n.status(t).RemotePins
+	if r == nil {
+		return 0, 0
+	}
+	for _, e := range r.Entries {
+		if e.State == remotepin.StatePinned && e.Holders == holders {
+			if e.ManifestEntry() {
+				manifests++
+			} else {
+				paths++
 			}
 		}
-		if done == want && manifest {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("remote pins after %s: %d of %d paths and manifest %v pinned on %d peers:\n%s", within, done, want, manifest, holders, out)
-		}
-		time.Sleep(250 * time.Millisecond) // polling a condition with a deadline
 	}
+	return paths, manifests
+}
+
+// waitRemotePinned waits until want path entries and at least one
+// manifest entry are pinned with holders holders each.
+func waitRemotePinned(t *testing.T, n *node, want, holders int, within time.Duration) time.Duration {
+	t.Helper()
+	return waitUntil(t, fmt.Sprintf("%d remote pins on %d holders", want, holders), within, func() bool {
+		p, m := remotePinned(t, n, holders)
+		return p == want && m > 0
+	})
 }
 
 // TestClusterReplication is the acceptance scenario of replicated pins: a
@@ -285,8 +268,8 @@ func TestClusterReplication(t *testing.T) {
 	if len(res) != len(all)+2 {
 		t.Fatalf("published %d paths, want %d", len(res), len(all)+2)
 	}
-	r := waitRemotePinned(t, a, len(res), 2, 3*time.Minute)
-	t.Logf("remote pins: %v", r.RemotePins.Counts)
+	took := waitRemotePinned(t, a, len(res), 2, 3*time.Minute)
+	t.Logf("%d paths pinned on 2 cluster peers %s after publish returned", len(res), took)
 
 	// The cluster holds every path's PathInfo and DAG root on exactly two
 	// of its three kubos, and those kubos have it pinned.
@@ -320,31 +303,28 @@ func TestClusterReplication(t *testing.T) {
 	name := a.manifestName(t)
 	b := newNode(t, "", nil)
 	gwB := b.daemon(t, append([]string{"--peer", aPeer, "--follow", name}, kuboPeers...)...).url
-	waitFollowed(t, b, name, 30*time.Second)
-	da.stop()
-	storeC := nixtest.Store(t)
-	t.Setenv("NIX_CONFIG", nixtest.Config+"\nrequire-sigs = true\ntrusted-public-keys = "+ourPub+"\n")
-	run(t, nil, "nix", "--extra-experimental-features", "nix-command", "copy", "--from", gwB, "--to", storeC, top)
-	for _, p := range all {
-		if pa, pc := pathInfo(t, storeA, p), pathInfo(t, storeC, p); pa.NarHash != pc.NarHash {
-			t.Errorf("%s: NarHash %s from B with A down, %s in A", p, pc.NarHash, pa.NarHash)
+	waitUntil(t, "B resolves A's manifest", 30*time.Second, func() bool {
+		for _, f := range b.status(t).Followed {
+			if f.Name == name && f.Version != "" {
+				return true
+			}
 		}
-	}
-	t.Setenv("NIX_CONFIG", nixtest.Config)
+		return false
+	})
+	da.stop()
+	copyVerified(t, gwB, storeA, ourPub, top, all)
 
-	// GC on A: both trees leave the manifest; an operator lowers one's
-	// replication to 1 on the cluster. gc --min-replicas 2 unpins the one
+	// GC on A: both trees leave the manifest; an operator re-pins one
+	// with replication 1 on the cluster. gc --min-replicas 2 unpins the one
 	// the cluster holds twice and keeps the other.
 	a.daemon(t, append(append([]string{}, pinFlags...), kuboPeers...)...)
 	a.nixipfs(t, "manifest", "rm", twice, once)
-	cl[2].ctl(t, "pin", "add", "--replication", "1", "--name", "held-once lowered", roots[once])
-	deadline := time.Now().Add(time.Minute)
-	for len(cl[0].pinnedOn(t, roots[once])) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the cluster still holds %s on %d peers after lowering its replication", roots[once], len(cl[0].pinnedOn(t, roots[once])))
-		}
-		time.Sleep(250 * time.Millisecond) // polling a condition with a deadline
-	}
+	// Removed, then pinned anew with replication 1: the cluster does not
+	// always shed an allocation when an existing pin's factor is lowered.
+	cl[2].ctl(t, "pin", "rm", "--no-status", roots[once])
+	waitUntil(t, "the cluster drops "+once, time.Minute, func() bool { return len(cl[0].pinnedOn(t, roots[once])) == 0 })
+	cl[2].ctl(t, "pin", "add", "--no-status", "--replication", "1", "--name", "held-once, replication lowered", roots[once])
+	waitUntil(t, "the cluster holds "+once+" once", time.Minute, func() bool { return len(cl[0].pinnedOn(t, roots[once])) == 1 })
 	gcArgs := append([]string{"--pin-cluster", cl[0].restURL}, "--min-replicas", "2")
 	items := a.gc(t, append(gcArgs, "--apply")...)
 	got := map[string]gcItem{}
@@ -356,33 +336,6 @@ func TestClusterReplication(t *testing.T) {
 	}
 	if items := a.gc(t, "--min-replicas", "1"); len(items) != 1 || items[0].StorePath != once {
 		t.Fatalf("after gc only %s should be left to collect: %+v", once, items)
-	}
-}
-
-// waitFollowed polls n's status until it has resolved the followed name.
-func waitFollowed(t *testing.T, n *node, name string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var r struct {
-			Followed []struct {
-				Name    string `json:"name"`
-				Version string `json:"version"`
-			} `json:"followed"`
-		}
-		out := n.nixipfs(t, "status", "--json")
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			t.Fatalf("status --json: %v", err)
-		}
-		for _, f := range r.Followed {
-			if f.Name == name && f.Version != "" {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not resolved after %s:\n%s", name, within, out)
-		}
-		time.Sleep(250 * time.Millisecond) // polling a condition with a deadline
 	}
 }
 
@@ -420,34 +373,24 @@ func TestPinServiceAndRestart(t *testing.T) {
 
 	d := a.daemon(t, flags...)
 	res := a.publish(t, p1, p2)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var r remotePinsReport
-		out := a.nixipfs(t, "status", "--json")
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			t.Fatal(err)
+	// Two paths and the manifest on each remote: the service's fail, the
+	// cluster's are pinned.
+	waitUntil(t, "service pins failed with 401, cluster pins pinned", time.Minute, func() bool {
+		r := a.status(t).RemotePins
+		if r == nil {
+			return false // no round saved yet
 		}
 		failed, pinned := 0, 0
-		if r.RemotePins != nil {
-			for _, e := range r.RemotePins.Entries {
-				if e.State == "failed" && strings.Contains(e.Error, "401") {
-					failed++
-				}
-				if e.State == "pinned" {
-					pinned++
-				}
+		for _, e := range r.Entries {
+			switch {
+			case e.State == remotepin.StateFailed && strings.Contains(e.Error, "401") && strings.HasPrefix(e.Remote, "service "):
+				failed++
+			case e.State == remotepin.StatePinned && strings.HasPrefix(e.Remote, "cluster "):
+				pinned++
 			}
 		}
-		// Two paths and the manifest on each remote: the service's fail,
-		// the cluster's are pinned.
-		if failed == 3 && pinned == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with a wrong token: %d failed, %d pinned:\n%s", failed, pinned, out)
-		}
-		time.Sleep(250 * time.Millisecond) // polling a condition with a deadline
-	}
+		return failed == 3 && pinned == 3
+	})
 	if text := a.nixipfs(t, "status"); !strings.Contains(text, "failed on service "+c.pinsvcURL) {
 		t.Fatalf("status does not show the failed service pins:\n%s", text)
 	}
