@@ -319,6 +319,12 @@ func TestClusterReplication(t *testing.T) {
 	// the cluster holds twice and keeps the other.
 	a.daemon(t, append(append([]string{}, pinFlags...), kuboPeers...)...)
 	a.nixipfs(t, "manifest", "rm", twice, once)
+	// Status lists recorded paths only: the dropped ones leave it (their
+	// cluster pins stay, for gc to count).
+	waitUntil(t, "dropped paths leave the remote pin status", 30*time.Second, func() bool {
+		p, _ := remotePinned(t, a, 2)
+		return p == len(res)-2
+	})
 	// Removed, then pinned anew with replication 1: the cluster does not
 	// always shed an allocation when an existing pin's factor is lowered.
 	cl[2].ctl(t, "pin", "rm", "--no-status", roots[once])

@@ -131,6 +131,9 @@ type Pinner struct {
 	// fetching is asked about (default 2 s).
 	Interval   time.Duration
 	CheckEvery time.Duration
+	// RecheckEvery is how often a pinned entry is asked about again
+	// (default 10 min).
+	RecheckEvery time.Duration
 	// ManifestEvery spaces the manifest's own pins: each one makes the
 	// remote walk the whole manifest (default 1 min; the first is at once).
 	ManifestEvery time.Duration
@@ -153,6 +156,9 @@ func (p *Pinner) defaults() {
 	}
 	if p.ManifestEvery <= 0 {
 		p.ManifestEvery = time.Minute
+	}
+	if p.RecheckEvery <= 0 {
+		p.RecheckEvery = 10 * time.Minute
 	}
 	if p.Backoff == nil {
 		p.Backoff = defaultBackoff
@@ -213,41 +219,27 @@ func (p *Pinner) Round(ctx context.Context) error {
 	p.defaults()
 	st, err := readState(p.DataDir)
 	if err != nil {
-		return err
-	}
-	byID := map[string]int{}
-	for i, e := range st.Entries {
-		byID[entryID(e.Remote, e.Key)] = i
+		// Unreadable state is set aside and rebuilt from the manifest:
+		// pins are idempotent, so redoing them costs calls, not copies.
+		bad := StateFile(p.DataDir) + ".bad"
+		if rerr := os.Rename(StateFile(p.DataDir), bad); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		slog.Error("remote pins: state unreadable, moved aside; pinning everything again", "file", bad, "err", err)
+		st = stateFile{}
 	}
 	now := p.now().UTC()
 	changed := false
-	upsert := func(e Entry) {
-		if i, ok := byID[entryID(e.Remote, e.Key)]; ok {
-			if st.Entries[i].PathInfo == e.PathInfo {
-				return
-			}
-			st.Entries[i] = e
-		} else {
-			byID[entryID(e.Remote, e.Key)] = len(st.Entries)
-			st.Entries = append(st.Entries, e)
-		}
-		changed = true
-	}
 	v, err := p.Local.CurrentVersion()
 	if err != nil {
 		return err
 	}
 	if v.Defined() && v.String() != st.Scanned {
-		added, err := p.addedPaths(ctx, st.Scanned, v)
+		changes, err := p.pathChanges(ctx, st.Scanned, v)
 		if err != nil {
 			return err
 		}
-		for _, r := range p.Remotes {
-			for _, a := range added {
-				upsert(Entry{Remote: r.Name(), Key: a.Key, PathInfo: a.New.String(), State: StatePending, Updated: now})
-			}
-			p.newVersion(&st, byID, r.Name(), v.String(), now)
-		}
+		p.apply(&st, changes, v.String(), now)
 		st.Scanned, changed = v.String(), true
 	}
 
@@ -257,7 +249,7 @@ func (p *Pinner) Round(ctx context.Context) error {
 		if budget <= 0 || ctx.Err() != nil {
 			break
 		}
-		if e.NextTry.After(now) || e.State == StatePinned && len(e.Old) == 0 {
+		if e.NextTry.After(now) {
 			continue
 		}
 		r := p.remote(e.Remote)
@@ -281,6 +273,41 @@ func (p *Pinner) Round(ctx context.Context) error {
 	return nil
 }
 
+// apply turns the manifest's changes into entries on every remote: a new
+// or changed path is pending, a path no longer recorded is dropped (its
+// remote pins stay: whether they may go is gc's call, made with the
+// remote's count), and the manifest's entry moves to version v.
+func (p *Pinner) apply(st *stateFile, changes []manifests.Change, v string, now time.Time) {
+	gone := map[string]bool{}
+	for _, c := range changes {
+		if !c.New.Defined() {
+			gone[c.Key] = true
+		}
+	}
+	if len(gone) > 0 {
+		st.Entries = slices.DeleteFunc(st.Entries, func(e Entry) bool { return gone[e.Key] })
+	}
+	byID := map[string]int{}
+	for i, e := range st.Entries {
+		byID[entryID(e.Remote, e.Key)] = i
+	}
+	for _, r := range p.Remotes {
+		for _, c := range changes {
+			if !c.New.Defined() {
+				continue
+			}
+			e := Entry{Remote: r.Name(), Key: c.Key, PathInfo: c.New.String(), State: StatePending, Updated: now}
+			if i, ok := byID[entryID(e.Remote, e.Key)]; !ok {
+				byID[entryID(e.Remote, e.Key)] = len(st.Entries)
+				st.Entries = append(st.Entries, e)
+			} else if st.Entries[i].PathInfo != e.PathInfo {
+				st.Entries[i] = e
+			}
+		}
+		p.newVersion(st, byID, r.Name(), v, now)
+	}
+}
+
 // newVersion points remote's manifest entry at version v, keeping the
 // version pinned so far to unpin once v is pinned.
 func (p *Pinner) newVersion(st *stateFile, byID map[string]int, remote, v string, now time.Time) {
@@ -302,9 +329,10 @@ func (p *Pinner) newVersion(st *stateFile, byID map[string]int, remote, v string
 	*e = Entry{Remote: remote, PathInfo: v, State: StatePending, Updated: now, Old: e.Old, NextTry: next}
 }
 
-// addedPaths lists the store-path keys whose PathInfo is new or changed
-// from version from (all of them when from is empty or unreadable) to to.
-func (p *Pinner) addedPaths(ctx context.Context, from string, to cid.Cid) ([]manifests.Change, error) {
+// pathChanges lists the store-path keys added, changed or removed from
+// version from (all of them, as added, when from is empty or unreadable)
+// to to.
+func (p *Pinner) pathChanges(ctx context.Context, from string, to cid.Cid) ([]manifests.Change, error) {
 	cur, err := manifests.LoadManifest(ctx, p.API.Dag(), to)
 	if err != nil {
 		return nil, fmt.Errorf("remote pins: %w", err)
@@ -323,7 +351,7 @@ func (p *Pinner) addedPaths(ctx context.Context, from string, to cid.Cid) ([]man
 	}
 	var out []manifests.Change
 	for _, c := range changes {
-		if c.New.Defined() && manifests.IsStorePathKey(c.Key) {
+		if manifests.IsStorePathKey(c.Key) {
 			out = append(out, c)
 		}
 	}
@@ -423,11 +451,15 @@ func (p *Pinner) work(ctx context.Context, r Remote, e *Entry, now time.Time) {
 			e.NextTry = now.Add(p.CheckEvery)
 			return
 		}
-		e.State, e.Holders, e.Error, e.Attempts, e.NextTry, e.Updated = StatePinned, holders, "", 0, time.Time{}, now
+		e.State, e.Holders, e.Error, e.Attempts, e.NextTry, e.Updated = StatePinned, holders, "", 0, now.Add(p.RecheckEvery), now
 		slog.Info("remote pin done", "remote", r.Name(), "path", cmp.Or(e.StorePath, "manifest"), "holders", holders)
 	case StatePinned:
-		// Only the manifest entry has work left when pinned: drop the old
-		// version, now that the new one is held.
+		if len(e.Old) == 0 {
+			p.recheck(ctx, r, e, cids, now)
+			return
+		}
+		// The manifest's entry: drop the old versions, now that the new
+		// one is held.
 		for len(e.Old) > 0 {
 			if c, err := cid.Decode(e.Old[0]); err == nil && c.String() != e.PathInfo {
 				if err := r.Unpin(ctx, c); err != nil {
@@ -438,7 +470,36 @@ func (p *Pinner) work(ctx context.Context, r Remote, e *Entry, now time.Time) {
 			e.Old = e.Old[1:]
 		}
 		e.Old, e.Error = nil, ""
+		e.NextTry = now.Add(p.RecheckEvery)
 	}
+}
+
+// recheck asks again how a pinned entry stands, so that status shows the
+// holders as they are now: a pin the remote lost is sent again, one with
+// fewer holders than asked is shown pinning while the remote repairs it.
+func (p *Pinner) recheck(ctx context.Context, r Remote, e *Entry, cids []cid.Cid, now time.Time) {
+	holders := -1
+	for _, c := range cids {
+		s, err := r.Status(ctx, c)
+		if err != nil {
+			// The remote is unreachable, not the pin gone: ask later.
+			e.Error, e.NextTry = err.Error(), now.Add(p.Backoff(1))
+			return
+		}
+		switch s.State {
+		case Pinned:
+			if holders < 0 || len(s.Holders) < holders {
+				holders = len(s.Holders)
+			}
+		case Unknown, Failed:
+			p.fail(e, fmt.Errorf("%s no longer holds %s: %s", r.Name(), c, cmp.Or(s.Error, "not pinned")), now)
+			return
+		default:
+			e.State, e.Holders, e.NextTry, e.Updated = StatePinning, len(s.Holders), now.Add(p.CheckEvery), now
+			return
+		}
+	}
+	e.Holders, e.Error, e.NextTry = holders, "", now.Add(p.RecheckEvery)
 }
 
 func (p *Pinner) fail(e *Entry, err error, now time.Time) {

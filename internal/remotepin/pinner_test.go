@@ -85,4 +85,27 @@ func TestManifestEntryLifecycle(t *testing.T) {
 	if len(r.unpinned) != 1 || r.unpinned[0] != v1 || len(e.Old) != 0 || e.State != StatePinned || e.PathInfo != v2 {
 		t.Fatalf("after the new version is held: %+v, unpinned %v", e, r.unpinned)
 	}
+
+	// Rechecks: a pin the remote holds short of the factor shows as
+	// pinning; one it lost is sent again after the backoff.
+	if !e.NextTry.Equal(later.Add(p.RecheckEvery)) {
+		t.Fatalf("next recheck at %v, want %v", e.NextTry, later.Add(p.RecheckEvery))
+	}
+	r.state = Pinning
+	p.work(ctx, r, e, later)
+	if e.State != StatePinning {
+		t.Fatalf("under-replicated on recheck: %+v", e)
+	}
+	r.state = Pinned
+	p.work(ctx, r, e, later)
+	r.state = Unknown
+	p.work(ctx, r, e, later)
+	if e.State != StateFailed || e.Attempts != 1 || !e.NextTry.Equal(later.Add(2*time.Second)) {
+		t.Fatalf("lost on recheck: %+v", e)
+	}
+	pins := len(r.pins)
+	p.work(ctx, r, e, later)
+	if e.State != StatePinning || len(r.pins) != pins+1 {
+		t.Fatalf("re-sent after the loss: %+v, %d pins", e, len(r.pins))
+	}
 }
