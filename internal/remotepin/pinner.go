@@ -145,6 +145,7 @@ type Pinner struct {
 
 	now  func() time.Time
 	wake chan struct{}
+	busy bool // the last round left due work for lack of budget
 }
 
 func (p *Pinner) defaults() {
@@ -201,6 +202,9 @@ func (p *Pinner) Run(ctx context.Context) {
 		if err := p.Round(ctx); err != nil && ctx.Err() == nil {
 			slog.Warn("remote pins", "err", err)
 		}
+		if p.busy && ctx.Err() == nil {
+			continue // the budget ran out with work left: no pause
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -244,9 +248,11 @@ func (p *Pinner) Round(ctx context.Context) error {
 	}
 
 	budget := p.Budget
+	p.busy = false
 	for i := range st.Entries {
 		e := &st.Entries[i]
 		if budget <= 0 || ctx.Err() != nil {
+			p.busy = budget <= 0
 			break
 		}
 		if e.NextTry.After(now) {
@@ -411,7 +417,12 @@ func (p *Pinner) work(ctx context.Context, r Remote, e *Entry, now time.Time) {
 		return
 	}
 	switch e.State {
-	case StatePending, StateFailed:
+	case StatePinning, StatePinned:
+	default: // pending, failed, or a state this version does not know
+		e.State = StatePending
+	}
+	switch e.State {
+	case StatePending:
 		for _, c := range cids {
 			if err := r.Pin(ctx, c, pinName(e, c)); err != nil {
 				p.fail(e, err, now)
