@@ -54,9 +54,11 @@ func (e Entry) ManifestEntry() bool { return e.Key == "" }
 
 // stateFile is the pinner's durable state.
 type stateFile struct {
-	// Scanned is the manifest version whose store paths all have entries.
-	Scanned string  `json:"scanned,omitempty"`
-	Entries []Entry `json:"entries"`
+	// Scanned is the manifest version whose store paths all have entries
+	// on each of Remotes (a remote configured later starts from scratch).
+	Scanned string   `json:"scanned,omitempty"`
+	Remotes []string `json:"remotes,omitempty"`
+	Entries []Entry  `json:"entries"`
 }
 
 // StateFile is where the pinner keeps its state in a data dir.
@@ -238,12 +240,32 @@ func (p *Pinner) Round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v.Defined() && v.String() != st.Scanned {
-		changes, err := p.pathChanges(ctx, st.Scanned, v)
-		if err != nil {
-			return err
+	var known, fresh []Remote
+	for _, r := range p.Remotes {
+		if slices.Contains(st.Remotes, r.Name()) {
+			known = append(known, r)
+		} else {
+			fresh = append(fresh, r)
 		}
-		p.apply(&st, changes, v.String(), now)
+	}
+	if v.Defined() && (v.String() != st.Scanned || len(fresh) > 0) {
+		if len(known) > 0 && v.String() != st.Scanned {
+			changes, err := p.pathChanges(ctx, st.Scanned, v)
+			if err != nil {
+				return err
+			}
+			p.apply(&st, known, changes, v.String(), now)
+		}
+		if len(fresh) > 0 {
+			changes, err := p.pathChanges(ctx, "", v)
+			if err != nil {
+				return err
+			}
+			p.apply(&st, fresh, changes, v.String(), now)
+			for _, r := range fresh {
+				st.Remotes = append(st.Remotes, r.Name())
+			}
+		}
 		st.Scanned, changed = v.String(), true
 	}
 
@@ -279,11 +301,11 @@ func (p *Pinner) Round(ctx context.Context) error {
 	return nil
 }
 
-// apply turns the manifest's changes into entries on every remote: a new
+// apply turns the manifest's changes into entries on remotes: a new
 // or changed path is pending, a path no longer recorded is dropped (its
 // remote pins stay: whether they may go is gc's call, made with the
 // remote's count), and the manifest's entry moves to version v.
-func (p *Pinner) apply(st *stateFile, changes []manifests.Change, v string, now time.Time) {
+func (p *Pinner) apply(st *stateFile, remotes []Remote, changes []manifests.Change, v string, now time.Time) {
 	gone := map[string]bool{}
 	for _, c := range changes {
 		if !c.New.Defined() {
@@ -291,13 +313,15 @@ func (p *Pinner) apply(st *stateFile, changes []manifests.Change, v string, now 
 		}
 	}
 	if len(gone) > 0 {
-		st.Entries = slices.DeleteFunc(st.Entries, func(e Entry) bool { return gone[e.Key] })
+		st.Entries = slices.DeleteFunc(st.Entries, func(e Entry) bool {
+			return gone[e.Key] && slices.ContainsFunc(remotes, func(r Remote) bool { return r.Name() == e.Remote })
+		})
 	}
 	byID := map[string]int{}
 	for i, e := range st.Entries {
 		byID[entryID(e.Remote, e.Key)] = i
 	}
-	for _, r := range p.Remotes {
+	for _, r := range remotes {
 		for _, c := range changes {
 			if !c.New.Defined() {
 				continue

@@ -1,12 +1,18 @@
 package remotepin
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/manifests"
 )
 
 // fakeRemote records calls and answers as told.
@@ -109,3 +115,101 @@ func TestManifestEntryLifecycle(t *testing.T) {
 		t.Fatalf("re-sent after the loss: %+v, %d pins", e, len(r.pins))
 	}
 }
+
+// TestRoundFollowsManifest runs rounds against a real (offline, embedded)
+// IPFS node and manifest: recorded paths get entries on every remote, a
+// remote configured later catches up, a dropped path leaves the state,
+// and the state survives a new Pinner (a restart).
+func TestRoundFollowsManifest(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	node, err := ipfsnode.Open(ctx, ipfsnode.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	root, err := node.API.Block().Put(ctx, bytes.NewReader([]byte("nar dag")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := manifests.OpenLocal(dir, node.API)
+	record := func(name string) (string, cid.Cid) {
+		h := sha256.Sum256([]byte(name))
+		hash := nixbase32.EncodeToString(h[:20])
+		c, err := manifests.Store(ctx, node.API, &manifests.PathInfo{StorePath: "/nix/store/" + hash + "-" + name,
+			NarHash: h[:], Blake3: h[:], NarSize: 7, Root: root.Path().RootCid()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return manifests.KeyStorePath(hash), c
+	}
+	k1, c1 := record("one")
+	k2, c2 := record("two")
+	if _, err := local.Update(ctx, map[string]cid.Cid{k1: c1, k2: c2}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	ra := &fakeRemote{state: Pinned}
+	newPinner := func(rs ...Remote) *Pinner {
+		return &Pinner{DataDir: dir, API: node.API, Local: local, Remotes: rs}
+	}
+	states := func() map[string]string {
+		rep, err := ReadReport(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, e := range rep.Entries {
+			out[e.Remote+" "+e.Key] = e.State
+		}
+		return out
+	}
+	p := newPinner(ra)
+	for range 3 { // pending -> pinning -> pinned
+		if err := p.Round(ctx); err != nil {
+			t.Fatal(err)
+		}
+		p.now = func() time.Time { return time.Now().Add(time.Hour) } // every check due
+	}
+	st := states()
+	if st["fake "+k1] != StatePinned || st["fake "+k2] != StatePinned || st["fake "] != StatePinned || len(st) != 3 {
+		t.Fatalf("after three rounds: %v", st)
+	}
+	// Root and PathInfo of both paths, and the manifest's version.
+	if len(ra.pins) != 5 {
+		t.Fatalf("pins sent: %v", ra.pins)
+	}
+
+	// A second remote, configured on restart: it catches up; the first
+	// one's pinned entries are not sent again.
+	rb := &otherRemote{fakeRemote{state: Pinned}}
+	p = newPinner(ra, rb)
+	p.now = func() time.Time { return time.Now().Add(time.Minute) }
+	if err := p.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = states()
+	if st["other "+k1] != StatePinning || st["other "+k2] != StatePinning || len(st) != 6 || len(ra.pins) != 5 {
+		t.Fatalf("second remote: %v, first one's pins %v", st, ra.pins)
+	}
+
+	// A path dropped from the manifest leaves the state on both remotes.
+	if _, err := local.Update(ctx, nil, []string{k2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = states()
+	if _, ok := st["fake "+k2]; ok || len(st) != 4 {
+		t.Fatalf("after dropping %s: %v", k2, st)
+	}
+	if len(ra.unpinned) != 0 {
+		t.Fatalf("a dropped path was unpinned on the remote: %v", ra.unpinned)
+	}
+}
+
+// otherRemote is a second fake under another name.
+type otherRemote struct{ fakeRemote }
+
+func (o *otherRemote) Name() string { return "other" }
