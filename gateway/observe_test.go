@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/queue"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/internal/status"
 	"github.com/nixipfs/nixipfs/manifests"
 )
@@ -139,18 +140,24 @@ func TestStatusPageEscapes(t *testing.T) {
 		Followed: []manifests.FollowStatus{{Name: "k51other", LastErr: "<img src=x onerror=alert(1)>"}},
 		Serving:  &status.Serving{NarinfoHits: 3, NarinfoMisses: 1, HitRate: 0.75, BytesServed: 3 << 20},
 		Recent:   []status.Published{{StorePath: "/nix/store/45ciyxrcskr7rjzs00znrhw8xn3ixp1k-top", Status: "published", Time: now}},
+		RemotePins: &remotepin.Report{Remotes: []string{"cluster http://127.0.0.1:9094"}, Counts: map[string]int{"pinned": 1, "failed": 1},
+			Entries: []remotepin.Entry{
+				{Remote: "cluster http://127.0.0.1:9094", StorePath: "/nix/store/x-failing", State: "failed", Attempts: 3, Error: "<i>cluster down</i>", NextTry: now.Add(time.Minute)},
+				{Remote: "cluster http://127.0.0.1:9094", StorePath: "/nix/store/x-replicated", State: "pinned", Holders: 2},
+			}},
 	}
 	g := New(Config{Paths: oneLookup{testPath()}, Status: func(context.Context) *status.Report { return rep }})
 	res, body := do(t, g, "GET", "/")
 	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 		t.Fatalf("status page: %s %s", res.Status, res.Header.Get("Content-Type"))
 	}
-	for _, bad := range []string{"<script>", "<b>bold", "<img"} {
+	for _, bad := range []string{"<script>", "<b>bold", "<img", "<i>cluster"} {
 		if strings.Contains(body, bad) {
 			t.Errorf("status page contains unescaped %q", bad)
 		}
 	}
-	for _, want := range []string{"&lt;script&gt;", "75.0 %", "3.0 MiB", "/ipns/k51qzi5uqu5dexample", "/nix/store/45ciyxrcskr7rjzs00znrhw8xn3ixp1k-top", "retry in 1m0s"} {
+	for _, want := range []string{"&lt;script&gt;", "75.0 %", "3.0 MiB", "/ipns/k51qzi5uqu5dexample", "/nix/store/45ciyxrcskr7rjzs00znrhw8xn3ixp1k-top", "retry in 1m0s",
+		"Remote pins", "1 pinned, 0 pinning, 0 pending, 1 failed", "/nix/store/x-replicated</code></td><td><code>cluster http://127.0.0.1:9094</code></td><td>pinned</td><td>2</td>", "(attempt 3, retry in 1m0s)"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("status page lacks %q", want)
 		}

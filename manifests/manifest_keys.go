@@ -68,3 +68,7 @@ func KeysFor(p *PathInfo) []string {
 func isStorePathKey(key string) bool {
 	return len(key) > len(storePathKeyPrefix) && key[:len(storePathKeyPrefix)] == storePathKeyPrefix
 }
+
+// IsStorePathKey tells the keys that name one store path each (their value
+// is its PathInfo), as against the NarHash, BLAKE3, source and log keys.
+func IsStorePathKey(key string) bool { return isStorePathKey(key) }

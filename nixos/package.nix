@@ -9,7 +9,7 @@ buildGoModule {
   # NAR hash of `go mod vendor` for this go.mod/go.sum; update when
   # dependencies change (TestFlakeVendorHash in nixos/ checks it; nix build
   # also prints the right one on a mismatch).
-  vendorHash = "sha256-hh4pF+FEjKv7J6PfjpEixB+zdds4elROzxou5Z0nUaE=";
+  vendorHash = "sha256-ZhCVrHVF2hgqYuPHmEoSVEoJmsh1tdsArKS1NHAAWcI=";
   subPackages = [ "cmd/nixipfs" ];
   env.CGO_ENABLED = 0;
   # The integration tests need a kubo binary, Nix as root and a

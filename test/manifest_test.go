@@ -92,22 +92,30 @@ func follow(t *testing.T, externalA bool) {
 	gwB := b.daemon(t, "--peer", aPeer, "--follow", name).url
 	waitServed(t, gwB, top, 30*time.Second)
 
-	storeC := nixtest.Store(t)
-	t.Setenv("NIX_CONFIG", nixtest.Config+"\nrequire-sigs = true\ntrusted-public-keys = "+ourPub+"\n")
-	run(t, nil, "nix", "--extra-experimental-features", "nix-command", "copy", "--from", gwB, "--to", storeC, top)
-	for _, p := range all {
-		if pa, pc := pathInfo(t, storeA, p), pathInfo(t, storeC, p); pa.NarHash != pc.NarHash {
-			t.Errorf("%s: NarHash %s in C, %s in A", p, pc.NarHash, pa.NarHash)
-		}
-	}
+	copyVerified(t, gwB, storeA, ourPub, top, all)
 
 	// A new path on A reaches B's gateway within 5 s; the old ones stay.
-	t.Setenv("NIX_CONFIG", nixtest.Config)
 	fresh := nixtest.AddTree(t, storeA, "fresh", map[string]string{"hello": "world\n"})
 	a.publish(t, "--sign-key", ourKey, fresh)
 	took := waitServed(t, gwB, fresh, 5*time.Second)
 	t.Logf("new path served by the follower %s after publish returned", took)
 	waitServed(t, gwB, top, 0)
+}
+
+// copyVerified copies top's closure with stock nix from gateway gw into a
+// fresh store that requires signatures and trusts only pub, and checks each
+// of all has the NarHash it has in storeA.
+func copyVerified(t *testing.T, gw, storeA, pub, top string, all []string) {
+	t.Helper()
+	storeC := nixtest.Store(t)
+	t.Setenv("NIX_CONFIG", nixtest.Config+"\nrequire-sigs = true\ntrusted-public-keys = "+pub+"\n")
+	defer t.Setenv("NIX_CONFIG", nixtest.Config)
+	run(t, nil, "nix", "--extra-experimental-features", "nix-command", "copy", "--from", gw, "--to", storeC, top)
+	for _, p := range all {
+		if pa, pc := pathInfo(t, storeA, p), pathInfo(t, storeC, p); pa.NarHash != pc.NarHash {
+			t.Errorf("%s: NarHash %s copied from %s, %s in %s", p, pc.NarHash, gw, pa.NarHash, storeA)
+		}
+	}
 }
 
 func TestFollowEmbedded(t *testing.T)  { follow(t, false) }

@@ -19,6 +19,7 @@ import (
 	"github.com/nixipfs/nixipfs/gateway/upload"
 	"github.com/nixipfs/nixipfs/internal/daemon"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/manifests/network"
 )
@@ -161,6 +162,10 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 			return err
 		}
 	}
+	remotes, err := remotepin.Open(g.remote)
+	if err != nil {
+		return err
+	}
 	node, err := g.openWith(ctx, ipfsnode.Options{Online: true, Peers: o.peers, SwarmListen: o.swarm, Discovery: o.discovery})
 	if err != nil {
 		return err
@@ -177,6 +182,7 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys
 	cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, o.pubs, o.keep
 	cfg.Store, cfg.SignKey, cfg.UploadToken = g.nixStore(), sk, uploadToken
+	cfg.RemotePins = remotes
 	cfg.Ready = func(a net.Addr) {
 		fmt.Fprintf(os.Stderr, "nixipfs: gateway on http://%s\n", a)
 	}

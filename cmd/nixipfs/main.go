@@ -19,6 +19,7 @@ import (
 	"github.com/nixipfs/nixipfs/internal/config"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -32,6 +33,7 @@ type globals struct {
 	store     string
 	logFormat string
 	verbose   bool
+	remote    remotepin.Options
 }
 
 func main() {
@@ -73,6 +75,11 @@ daemon instead.`,
 	pf.StringVar(&g.store, "store", "", "Nix store to read from (passed to nix as --store; default: the local store)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	pf.StringVar(&g.remote.Cluster, "pin-cluster", "", "IPFS Cluster REST API URL, e.g. http://127.0.0.1:9094: the daemon pins every recorded path there too, and gc counts the cluster's copies")
+	pf.StringVar(&g.remote.ClusterAuthFile, "pin-cluster-auth-file", "", "file holding user:password for --pin-cluster's basic auth (mode 600)")
+	pf.IntVar(&g.remote.Replication, "pin-replication", 2, "cluster peers that hold each pin (replication-min and -max; -1: every peer)")
+	pf.StringVar(&g.remote.Service, "pin-service", "", "IPFS Pinning Service API URL: the daemon pins every recorded path there too")
+	pf.StringVar(&g.remote.ServiceTokenFile, "pin-service-token-file", "", "file holding --pin-service's access token (mode 600)")
 	root.AddCommand(newPublishCmd(g), newDaemonCmd(g), newNarCmd(g), newFollowCmd(g), newManifestCmd(g), newExportCmd(g), newImportCmd(g), newGCCmd(g), newCacheInputsCmd(g), newMirrorCmd(g), newPeersCmd(g), newConfigCmd(g), newKeysCmd(),
 		newBuildCmd(g), newBuilderCmd(g), newJobsCmd(g), newStatusCmd(g))
 	markConfigFlags(root)

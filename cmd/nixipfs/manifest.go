@@ -17,6 +17,7 @@ import (
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/publish"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -288,7 +289,8 @@ func newGCCmd(g *globals) *cobra.Command {
 		Short: "Unpin paths dropped from the manifest once enough peers replicate them",
 		Long: `Find the paths this node pinned that its manifest no longer holds (see
 'nixipfs manifest rm') and unpin each one only if at least --min-replicas other
-peers provide its DAG (a provider search among the peers this node knows).
+peers provide its DAG (a provider search among the peers this node knows) or,
+with --pin-cluster, at least that many cluster peers hold it pinned.
 Without --apply it only prints what it would do. Unpinning frees nothing by
 itself: with --apply --collect it then runs the IPFS node's repo GC, which
 deletes every block no pin holds (on the embedded node's pebble datastore the
@@ -301,6 +303,10 @@ daemon runs) so that the provider search can reach peers.`,
 			}
 			if collect && !opts.Apply {
 				return errors.New("--collect deletes blocks: it needs --apply")
+			}
+			var err error
+			if opts.Remotes, err = remotepin.Open(g.remote); err != nil {
+				return err
 			}
 			node, err := g.open(cmd.Context(), false, nil, nil)
 			if err != nil {
@@ -338,7 +344,7 @@ daemon runs) so that the provider search can reach peers.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&opts.MinReplicas, "min-replicas", 1, "other providers a path needs before it is unpinned")
+	f.IntVar(&opts.MinReplicas, "min-replicas", 1, "other copies a path needs before it is unpinned: peers providing it, or (with --pin-cluster) cluster peers holding it pinned")
 	f.BoolVar(&opts.Apply, "apply", false, "unpin (default: dry run)")
 	f.BoolVar(&collect, "collect", false, "with --apply: then run the IPFS repo GC, deleting every unpinned block")
 	f.DurationVar(&opts.Timeout, "timeout", 10*time.Second, "provider search time per path")

@@ -30,6 +30,7 @@ import (
 	"github.com/nixipfs/nixipfs/internal/nixstore"
 	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/internal/queue"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/internal/status"
 	"github.com/nixipfs/nixipfs/manifests"
@@ -106,6 +107,11 @@ type Config struct {
 
 	// Ready, if set, is called with the gateway's address once it listens.
 	Ready func(addr net.Addr)
+
+	// RemotePins, if set, are pinning services (an IPFS Cluster, a Pinning
+	// Service API endpoint) every path the manifest records is pinned on
+	// as well.
+	RemotePins []remotepin.Remote
 
 	// Services run beside the gateway once it listens (a builder, say);
 	// the first to fail ends the daemon.
@@ -223,6 +229,12 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: m, OnPublished: recent.add}
 	go worker.Run(ctx)
 
+	if len(cfg.RemotePins) > 0 {
+		// It follows the manifest, so whatever records a path (publish,
+		// the queue, watch-store, keep-served, uploads) gets it pinned.
+		pinner := &remotepin.Pinner{DataDir: cfg.DataDir, API: cfg.Node.API, Local: local, Remotes: cfg.RemotePins}
+		go pinner.Run(ctx)
+	}
 	collector := &status.Collector{DataDir: cfg.DataDir, Node: cfg.Node, Follower: follower, Metrics: m,
 		Recent: recent.list, PinsEvery: 30 * time.Second}
 	gc := cfg.Gateway

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/kubo/core/coreiface/options"
 
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -21,9 +22,13 @@ type GCItem struct {
 	PathInfo  string `json:"pathInfo"`
 	Root      string `json:"root"`
 	NarSize   int64  `json:"narSize"`
-	Replicas  int    `json:"replicas"` // other providers found for the root
-	Unpinned  bool   `json:"unpinned"`
-	Reason    string `json:"reason"`
+	Replicas  int    `json:"replicas"`  // copies elsewhere: the most of Providers and ClusterPins
+	Providers int    `json:"providers"` // other providers found for the root
+	// RemoteHolders are the remote pinning services' peers (other than
+	// this node) that hold the root pinned.
+	RemoteHolders int    `json:"remoteHolders"`
+	Unpinned      bool   `json:"unpinned"`
+	Reason        string `json:"reason"`
 }
 
 // GCOptions says how careful GC is.
@@ -31,11 +36,15 @@ type GCOptions struct {
 	MinReplicas int           // other providers required before unpinning
 	Apply       bool          // unpin; otherwise only report
 	Timeout     time.Duration // per provider search
+	// Remotes, if set, are asked which of their peers hold a path pinned
+	// (a cluster's allocations that pinned it): those count as replicas
+	// too.
+	Remotes []remotepin.Remote
 }
 
 // GC finds paths this node pinned that its current manifest no longer holds
 // and unpins each only when at least MinReplicas other peers provide its
-// DAG, so dropping a path here never loses its last copies. It unpins only;
+// DAG or hold it pinned on a remote (a cluster), so dropping a path here never loses its last copies. It unpins only;
 // kubo's repo GC frees the blocks. The manifest's own pins hold only its
 // HAMT shards, so GC keeps by itself whatever the current manifest still
 // reaches: a dropped path that a listed path references, and a DAG that a
@@ -80,13 +89,22 @@ func GC(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, opts G
 			continue // still referenced by a listed path: not garbage
 		}
 		it := GCItem{StorePath: p.StorePath, PathInfo: c.String(), Root: p.Root.String(), NarSize: p.NarSize}
-		it.Replicas, err = replicas(ctx, node.API, p.Root, self.ID().String(), opts)
+		it.Providers, err = replicas(ctx, node.API, p.Root, self.ID().String(), opts)
 		if err != nil {
 			slog.Warn("gc: provider search", "path", p.StorePath, "err", err)
 		}
+		if len(opts.Remotes) > 0 {
+			it.RemoteHolders, err = remotepin.Holders(ctx, opts.Remotes, p.Root, self.ID().String())
+			if err != nil {
+				slog.Warn("gc: remote pin status", "path", p.StorePath, "err", err)
+			}
+		}
+		// The same peers may be both providers and cluster peers: the
+		// larger count, not the sum.
+		it.Replicas = max(it.Providers, it.RemoteHolders)
 		switch {
 		case it.Replicas < opts.MinReplicas:
-			it.Reason = fmt.Sprintf("kept: %d other providers, %d required", it.Replicas, opts.MinReplicas)
+			it.Reason = fmt.Sprintf("kept: %d other copies (%d providers, %d remote pins), %d required", it.Replicas, it.Providers, it.RemoteHolders, opts.MinReplicas)
 		case !opts.Apply:
 			it.Reason = "would unpin (dry run)"
 		default:

@@ -22,6 +22,7 @@ import (
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/queue"
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 	"github.com/nixipfs/nixipfs/manifests"
 	"github.com/nixipfs/nixipfs/manifests/network"
 )
@@ -41,7 +42,10 @@ type Report struct {
 	Peers    Peers                    `json:"peers"`
 	Serving  *Serving                 `json:"serving,omitempty"`
 	Prefetch *Prefetch                `json:"prefetch,omitempty"`
-	Recent   []Published              `json:"recent"`
+	// RemotePins is each recorded path's pin state on the remote pinning
+	// services (daemon --pin-cluster, --pin-service).
+	RemotePins *remotepin.Report `json:"remotePins,omitempty"`
+	Recent     []Published       `json:"recent"`
 	// Errors name the parts that could not be collected.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -216,6 +220,11 @@ func (c *Collector) Collect(ctx context.Context) *Report {
 	}
 	if err := c.queue(r); err != nil {
 		fail("queue", err)
+	}
+	if rp, err := remotepin.ReadReport(c.DataDir); err != nil {
+		fail("remote pins", err)
+	} else {
+		r.RemotePins = rp
 	}
 	if c.Follower != nil {
 		r.Followed = append(r.Followed, c.Follower.Status()...)

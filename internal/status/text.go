@@ -1,6 +1,7 @@
 package status
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/nixipfs/nixipfs/internal/remotepin"
 )
 
 // FromDaemon asks the daemon running on dataDir for its live report, at the
@@ -38,6 +41,18 @@ func FromDaemon(ctx context.Context, dataDir string) (*Report, error) {
 		return nil, fmt.Errorf("daemon status %s: %w", url, err)
 	}
 	return &r, nil
+}
+
+// RemoteState says where one remote pin stands, for people.
+func RemoteState(e remotepin.Entry) string {
+	switch e.State {
+	case remotepin.StatePinned:
+		return fmt.Sprintf("pinned on %s, %d holders", e.Remote, e.Holders)
+	case remotepin.StateFailed:
+		return fmt.Sprintf("failed on %s (attempt %d, retry at %s): %s", e.Remote, e.Attempts, e.NextTry.Format(time.RFC3339), e.Error)
+	default:
+		return e.State + " on " + e.Remote
+	}
 }
 
 // WriteText prints a report for people.
@@ -72,6 +87,16 @@ func WriteText(w io.Writer, r *Report) error {
 	}
 	for _, e := range r.Queue.FailedEntries {
 		p("  failed  %s %s: %s\n", e.ID, strings.Join(e.Paths, " "), e.LastError)
+	}
+	if rp := r.RemotePins; rp != nil {
+		p("remote:   %s: %d pinned, %d pinning, %d pending, %d failed\n", strings.Join(rp.Remotes, ", "),
+			rp.Counts[remotepin.StatePinned], rp.Counts[remotepin.StatePinning], rp.Counts[remotepin.StatePending], rp.Counts[remotepin.StateFailed])
+		for _, e := range rp.Entries {
+			p("  %s %s\n", cmp.Or(e.StorePath, "manifest "+e.PathInfo), RemoteState(e))
+		}
+		if rp.Truncated {
+			p("  (more in --json)\n")
+		}
 	}
 	if len(r.Followed) == 0 {
 		p("followed: none\n")
