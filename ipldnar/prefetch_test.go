@@ -66,7 +66,7 @@ func TestRenderGetManyNeverCloses(t *testing.T) {
 
 	// Fetches start failing mid-render (the node went away): Render ends
 	// with the error.
-	w := &failAfter{n: 5 << 20, g: g}
+	w := &failAfter{n: 2 << 20, g: g} // well before the last lookaheadBlocks leaves
 	errc := make(chan error)
 	go func() {
 		_, err := Render(context.Background(), w, res.Root, g)

@@ -36,14 +36,12 @@ import (
 // NAR is never emitted in full.
 func Render(ctx context.Context, w io.Writer, root cid.Cid, src ipld.NodeGetter) (int64, error) {
 	cw := &countingWriter{w: w}
-	src = knownFirst{src}
 	r := &renderer{
 		ctx: ctx,
-		src: src,
 		w:   bufio.NewWriterSize(cw, 64<<10),
-		pf:  newPrefetcher(src),
+		la:  newLookahead(ctx, knownFirst{src}, root),
 	}
-	defer r.pf.close()
+	defer r.la.close()
 	err := r.archive(root)
 	if err == nil {
 		err = r.w.Flush()
@@ -64,10 +62,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 type renderer struct {
 	ctx   context.Context
-	src   ipld.NodeGetter
 	w     *bufio.Writer
-	pf    *prefetcher
-	names []string // path of the entry being rendered, for errors
+	la    *lookahead // every node is fetched through it
+	names []string   // path of the entry being rendered, for errors
 }
 
 // errorf reports a problem with the entry being rendered.
@@ -88,7 +85,7 @@ func (r *renderer) archive(root cid.Cid) error {
 	if err := r.str(narMagic); err != nil {
 		return err
 	}
-	nd, err := r.src.Get(r.ctx, root)
+	nd, err := r.la.next(r.ctx, root)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -244,15 +241,10 @@ func (r *renderer) fileData(pn *dag.ProtoNode, fsn *ft.FSNode, level int) error 
 	if len(links) == 0 {
 		return nil
 	}
-	cids := make([]cid.Cid, len(links))
 	for i, l := range links {
-		cids[i] = l.Cid
-	}
-	q := r.pf.queue(r.ctx, cids, fileWindow, 0)
-	defer q.Close()
-	for i, c := range cids {
+		c := l.Cid
 		want := fsn.BlockSize(i)
-		child, err := q.Next()
+		child, err := r.la.next(r.ctx, c)
 		if err != nil {
 			return fmt.Errorf("file block %s: %w", c, err)
 		}
@@ -326,18 +318,12 @@ func (r *renderer) directory(entries []dirEntry, depth int) error {
 	if err := r.strs("(", "type", "directory"); err != nil {
 		return err
 	}
-	cids := make([]cid.Cid, len(entries))
-	for i, e := range entries {
-		cids[i] = e.cid
-	}
-	q := r.pf.queue(r.ctx, cids, dirWindow, fileWindow)
-	defer q.Close()
 	for _, e := range entries {
 		r.names = append(r.names, e.name)
 		if err := r.strs("entry", "(", "name", e.name, "node"); err != nil {
 			return err
 		}
-		child, err := q.Next()
+		child, err := r.la.next(r.ctx, e.cid)
 		if err != nil {
 			return r.fail(err)
 		}
@@ -398,10 +384,8 @@ func (r *renderer) hamtEntries(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry
 	if len(shards) == 0 {
 		return out, nil
 	}
-	q := r.pf.queue(r.ctx, shards, dirWindow, fileWindow)
-	defer q.Close()
 	for _, c := range shards {
-		nd, err := q.Next()
+		nd, err := r.la.next(r.ctx, c)
 		if err != nil {
 			return nil, fmt.Errorf("HAMT shard %s: %w", c, err)
 		}
