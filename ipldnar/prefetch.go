@@ -3,8 +3,6 @@ package ipldnar
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 
 	ft "github.com/ipfs/boxo/ipld/unixfs"
@@ -304,11 +302,7 @@ func (l *lookahead) node(nd ipld.Node, depth int) bool {
 	case ft.TFile, ft.TRaw:
 		return l.fileData(pn.Links(), 0)
 	case ft.TDirectory:
-		entries := make([]dirEntry, 0, len(pn.Links()))
-		for _, lk := range pn.Links() {
-			entries = append(entries, dirEntry{lk.Name, lk.Cid})
-		}
-		return l.directory(entries, depth)
+		return l.directory(linkEntries(pn.Links()), depth)
 	case ft.THAMTShard:
 		entries, ok := l.hamtEntries(pn.Links(), fsn, nil, 0)
 		return ok && l.directory(entries, depth)
@@ -324,16 +318,21 @@ func (l *lookahead) fileData(links []*ipld.Link, level int) bool {
 	for i, lk := range links {
 		cids[i] = lk.Cid
 	}
+	return l.children(cids, func(nd ipld.Node) bool {
+		pn, _, err := decodeUnixFS(nd)
+		return err == nil && l.fileData(pn.Links(), level+1)
+	})
+}
+
+// children lists cids in order, walking each dag-pb one with f, and has
+// the next lookaheadHints dag-pb ones fetched meanwhile.
+func (l *lookahead) children(cids []cid.Cid, f func(ipld.Node) bool) bool {
 	hinted := 0
 	for i, c := range cids {
 		if hinted <= i {
 			hinted = i + l.hint(cids[i:min(len(cids), i+lookaheadHints)])
 		}
-		ok := l.child(c, func(nd ipld.Node) bool {
-			pn, _, err := decodeUnixFS(nd)
-			return err == nil && l.fileData(pn.Links(), level+1)
-		})
-		if !ok {
+		if !l.child(c, f) {
 			return false
 		}
 	}
@@ -344,21 +343,12 @@ func (l *lookahead) directory(entries []dirEntry, depth int) bool {
 	if depth+1 > maxDepth {
 		return false
 	}
-	slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+	sortEntries(entries)
 	cids := make([]cid.Cid, len(entries))
 	for i, e := range entries {
 		cids[i] = e.cid
 	}
-	hinted := 0
-	for i, c := range cids {
-		if hinted <= i {
-			hinted = i + l.hint(cids[i:min(len(cids), i+lookaheadHints)])
-		}
-		if !l.child(c, func(nd ipld.Node) bool { return l.node(nd, depth+1) }) {
-			return false
-		}
-	}
-	return true
+	return l.children(cids, func(nd ipld.Node) bool { return l.node(nd, depth+1) })
 }
 
 func (l *lookahead) hamtEntries(links []*ipld.Link, fsn *ft.FSNode, out []dirEntry, level int) ([]dirEntry, bool) {

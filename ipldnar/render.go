@@ -138,11 +138,7 @@ func (r *renderer) node(nd ipld.Node, depth int) error {
 		case ft.TSymlink:
 			return r.symlink(fsn)
 		case ft.TDirectory:
-			entries := make([]dirEntry, 0, len(pn.Links()))
-			for _, l := range pn.Links() {
-				entries = append(entries, dirEntry{l.Name, l.Cid})
-			}
-			return r.directory(entries, depth)
+			return r.directory(linkEntries(pn.Links()), depth)
 		case ft.THAMTShard:
 			entries, err := r.hamtEntries(pn, fsn, nil, 0)
 			if err != nil {
@@ -301,9 +297,23 @@ type dirEntry struct {
 	cid  cid.Cid
 }
 
+// linkEntries are the entries of a plain directory node's links.
+func linkEntries(links []*ipld.Link) []dirEntry {
+	entries := make([]dirEntry, 0, len(links))
+	for _, l := range links {
+		entries = append(entries, dirEntry{l.Name, l.Cid})
+	}
+	return entries
+}
+
+// sortEntries sorts entries in NAR order: by name bytes.
+func sortEntries(entries []dirEntry) {
+	slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+}
+
 // directory checks and sorts entries, then writes the directory.
 func (r *renderer) directory(entries []dirEntry, depth int) error {
-	slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+	sortEntries(entries)
 	for i, e := range entries {
 		if err := checkName(e.name); err != nil {
 			return &Error{Path: entryPath(append(r.names, e.name)), Err: err}
