@@ -200,12 +200,13 @@ func (l *lookahead) fetch(s *slot) {
 	l.mu.Unlock()
 }
 
-// list appends c to the list, waiting while the walker is too far ahead;
-// it returns nil once look-ahead is off.
+// add appends c to the list, waiting while the walker is too far ahead;
+// it returns nil once look-ahead is off. It never waits on an empty list:
+// Render, waiting for the list, could not free the bytes (hinted nodes).
 func (l *lookahead) add(c cid.Cid) *slot {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for !l.off && (len(l.list) >= lookaheadNodes || l.bytes >= lookaheadBytes) {
+	for !l.off && len(l.list) > 0 && (len(l.list) >= lookaheadNodes || l.bytes >= lookaheadBytes) {
 		l.cond.Wait()
 	}
 	if l.off {
