@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,9 +16,9 @@ import (
 	pebbleds "github.com/ipfs/go-ds-pebble"
 )
 
-func openTestStore(t *testing.T, repoPath string) *pebbleStore {
+func openTestStore(t *testing.T, repoPath, layout string) *pebbleStore {
 	t.Helper()
-	c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+	c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, layout: layout}
 	d, err := c.Create(repoPath)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +65,7 @@ func queryKeys(t *testing.T, s *pebbleStore, q query.Query) map[string]query.Ent
 func TestOrderedLayout(t *testing.T) {
 	ctx := context.Background()
 	repo := t.TempDir()
-	s := openTestStore(t, repo)
+	s := openTestStore(t, repo, layoutOrdered)
 	if s.ord == nil {
 		t.Fatal("a new repo does not have the ordered layout")
 	}
@@ -160,7 +161,14 @@ func TestOrderedLayout(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openTestStore(t, repo)
+	legacy := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+	if d, err := legacy.Create(repo); err == nil || !strings.Contains(err.Error(), "layout") {
+		if d != nil {
+			d.Close()
+		}
+		t.Fatalf("a repo with the ordered layout opened by a config without it: %v", err)
+	}
+	s = openTestStore(t, repo, layoutOrdered)
 	defer s.Close()
 	if s.ord == nil {
 		t.Fatal("a reopened repo lost the ordered layout")
@@ -195,7 +203,15 @@ func TestOrderedLayoutOldRepo(t *testing.T) {
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s := openTestStore(t, repo)
+	// Its config has no layout; one that says ordered does not fit it.
+	cfg := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, layout: layoutOrdered}
+	if d, err := cfg.Create(repo); err == nil || !strings.Contains(err.Error(), "layout") {
+		if d != nil {
+			d.Close()
+		}
+		t.Fatalf("an old repo opened with the ordered layout in its config: %v", err)
+	}
+	s := openTestStore(t, repo, "")
 	defer s.Close()
 	if s.ord != nil {
 		t.Fatal("an existing repo was switched to the ordered layout")

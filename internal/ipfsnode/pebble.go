@@ -53,6 +53,7 @@ func pebbleSpec() map[string]any {
 		"path":      "pebble",
 		"zstdLevel": pebbleZstdLevel,
 		"blockSize": pebbleBlockSize,
+		"layout":    layoutOrdered,
 	}
 }
 
@@ -70,6 +71,7 @@ type pebbleConfig struct {
 	path      string
 	zstdLevel int
 	blockSize int
+	layout    string // "" (blocks under their hash) or layoutOrdered
 }
 
 func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
@@ -80,6 +82,12 @@ func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 			return nil, fmt.Errorf("%s datastore: 'path' is missing or not a string", PebbleType)
 		}
 		c.path = p
+		if l, ok := params["layout"]; ok {
+			if l != layoutOrdered {
+				return nil, fmt.Errorf("%s datastore: layout %v: want %q or none", PebbleType, l, layoutOrdered)
+			}
+			c.layout = layoutOrdered
+		}
 		for key, dst := range map[string]*int{"zstdLevel": &c.zstdLevel, "blockSize": &c.blockSize} {
 			v, ok := params[key]
 			if !ok {
@@ -105,10 +113,16 @@ func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 	}
 }
 
-// DiskSpec is what kubo checks against the repo on every open: only the
-// place, so the codec settings may change (pebble records each block's codec).
+// DiskSpec is what kubo checks against the repo on every open: the place
+// and the layout, so the codec settings may change (pebble records each
+// block's codec), and a version that does not know the ordered layout
+// refuses such a repo instead of reading index entries as blocks.
 func (c *pebbleConfig) DiskSpec() fsrepo.DiskSpec {
-	return map[string]any{"type": PebbleType, "path": c.path}
+	spec := map[string]any{"type": PebbleType, "path": c.path}
+	if c.layout != "" {
+		spec["layout"] = c.layout
+	}
+	return spec
 }
 
 func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
@@ -128,7 +142,10 @@ func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
 	}
-	ord, err := openOrdered(d.DB, len(manifests) == 0)
+	ord, err := openOrdered(d.DB, len(manifests) == 0 && c.layout == layoutOrdered)
+	if err == nil && (ord != nil) != (c.layout == layoutOrdered) {
+		err = fmt.Errorf("the repo's config says layout %q, its database the other", c.layout)
+	}
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
