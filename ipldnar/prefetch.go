@@ -2,235 +2,390 @@ package ipldnar
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
+	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
 
-// Prefetching in Render. Every list of links Render walks in order (the
-// children of a directory or HAMT shard, the children of a file node) gets a
-// queue that fetches the next few nodes in the background, so that fetching
-// overlaps writing and a slow or remote NodeGetter sees several requests at
-// once.
+// Look-ahead in Render. A walker goroutine goes through the DAG in the order
+// Render will ask for its nodes (the NAR's order: entries sorted by name,
+// depth first, across directories) and lists every CID it meets; workers
+// fetch the listed nodes ahead of Render, so that reading and decompressing
+// blocks runs on other cores than writing and hashing the NAR, and a slow
+// NodeGetter sees many requests at once. The walker itself needs only the
+// dag-pb nodes (directories, HAMT shards, file nodes with links); raw leaves
+// are only listed.
 //
-// Memory is bounded by a per-Render budget of tokens, one per node fetched
-// ahead of use: at most prefetchBudget blocks (1 MiB each for leaves of this
-// profile) beyond those on the path being written. Queues only take tokens
-// that are free, never wait for one, and a node that was not prefetched is
-// fetched synchronously when it is needed; so the queues of outer directories
-// cannot stall inner ones. Directory queues leave fileWindow tokens free, so
-// the leaves of the file being written are always prefetched.
+// Memory is bounded: at most lookaheadBlocks nodes past Render's position
+// are fetched, the walker stops while lookaheadBytes of fetched nodes wait
+// for Render or lookaheadNodes CIDs are listed ahead of it, and at most
+// lookaheadHints dag-pb children of the directories being walked are
+// fetched before the walker reaches them (so that a tree of small
+// directories is not walked one round trip at a time).
 //
-// Tokens are only taken and given back by the rendering goroutine; the
-// fetches run on a few long-lived workers per Render rather than a goroutine
-// per batch: a fresh goroutine's stack has to grow through the blockstore and
-// decoder on every batch, which costs more than the fetch itself for the
-// small blocks of a local store.
+// Render takes nodes from the head of the list; if the CID it asks for is
+// not the head (the walker stopped, or the DAG is invalid in a way the
+// walker did not check), look-ahead is switched off and Render fetches the
+// rest itself, so correctness never depends on the walker.
 const (
-	prefetchBudget  = 64 // nodes held ahead of use per Render
-	dirWindow       = 16 // lookahead of a directory's children
-	fileWindow      = 16 // lookahead of a file node's children
-	prefetchWorkers = 16 // concurrent fetches
-	minGetMany      = 4  // smaller batches are fetched with Get
+	lookaheadBlocks = 32       // nodes fetched ahead of Render
+	lookaheadBytes  = 32 << 20 // fetched bytes waiting for Render
+	lookaheadNodes  = 4096     // CIDs listed ahead of Render
+	lookaheadHints  = 16       // dag-pb children fetched before the walker needs them
+	prefetchWorkers = 16       // concurrent fetches
 )
 
-type prefetcher struct {
-	src  ipld.NodeGetter
-	free int // tokens
-	// jobs feeds the workers, started with the first job. Jobs are queued
-	// for at most prefetchBudget tokens, so sending only blocks if the
-	// jobs of closed queues are slow to notice their cancellation.
-	jobs    chan fetchJob
-	workers sync.WaitGroup
+type lookahead struct {
+	src    ipld.NodeGetter
+	ctx    context.Context // of the walker and the workers
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	stop   func() bool // ends the AfterFunc that wakes waiters
+
+	mu       sync.Mutex
+	cond     *sync.Cond // the list, bytes or off changed
+	work     *sync.Cond // jobs or off changed
+	jobs     []*slot    // fetches not yet taken by a worker
+	list     []*slot    // listed by the walker, not yet taken by Render
+	bytes    int        // of fetched nodes not yet taken
+	hints    map[cid.Cid]*slot
+	workers  int
+	walkDone bool
+	off      bool // Render diverged or closed: no more look-ahead
 }
 
-type fetchJob struct {
-	ctx   context.Context
-	cids  []cid.Cid
-	slots []*slot
-}
-
-func newPrefetcher(src ipld.NodeGetter) *prefetcher {
-	return &prefetcher{src: src, free: prefetchBudget}
-}
-
-func (p *prefetcher) submit(j fetchJob) {
-	if p.jobs == nil {
-		p.jobs = make(chan fetchJob, prefetchBudget)
-		for range prefetchWorkers {
-			p.workers.Go(func() {
-				for j := range p.jobs {
-					fetch(j.ctx, p.src, j.cids, j.slots)
-				}
-			})
-		}
-	}
-	p.jobs <- j
-}
-
-// close stops the workers and waits for them, so that no fetch outlives
-// Render. Jobs of closed queues see a cancelled context and end at once.
-func (p *prefetcher) close() {
-	if p.jobs != nil {
-		close(p.jobs)
-		p.workers.Wait()
-	}
-}
-
-// take takes up to n tokens, leaving at least reserve free, and says how
-// many it got.
-func (p *prefetcher) take(n, reserve int) int {
-	n = max(0, min(n, p.free-reserve))
-	p.free -= n
-	return n
-}
-
-func (p *prefetcher) give(n int) { p.free += n }
-
-// slot receives one prefetched node; nd stays nil if prefetching failed (the
-// consumer then fetches it itself, which gives a precise error).
+// slot is one listed CID.
 type slot struct {
-	done chan struct{}
-	nd   ipld.Node
+	c       cid.Cid
+	started bool          // a fetch was started (under mu)
+	done    chan struct{} // closed when nd and err are set
+	nd      ipld.Node
+	err     error
 }
 
-// queue yields the nodes of cids in order.
-type queue struct {
-	p       *prefetcher
-	ctx     context.Context
-	bgCtx   context.Context // for background fetches; nil until the first
-	cancel  context.CancelFunc
-	cids    []cid.Cid
-	slots   []*slot // slots[i] is set for next <= i < issued if prefetched
-	window  int
-	reserve int // tokens to leave free
-	next    int // index of the next node to yield
-	issued  int // nodes before this index are prefetched or being yielded
+// newLookahead starts walking the DAG below root.
+func newLookahead(ctx context.Context, src ipld.NodeGetter, root cid.Cid) *lookahead {
+	l := &lookahead{
+		src:   src,
+		hints: make(map[cid.Cid]*slot),
+	}
+	l.cond = sync.NewCond(&l.mu)
+	l.work = sync.NewCond(&l.mu)
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	l.stop = context.AfterFunc(l.ctx, func() {
+		l.mu.Lock()
+		l.off = true
+		l.cond.Broadcast()
+		l.work.Broadcast()
+		l.mu.Unlock()
+	})
+	l.wg.Go(func() {
+		l.walk(root)
+		l.mu.Lock()
+		l.walkDone = true
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
+	return l
 }
 
-// queue returns a queue over cids that looks window nodes ahead, leaving
-// reserve tokens for others.
-func (p *prefetcher) queue(ctx context.Context, cids []cid.Cid, window, reserve int) *queue {
-	return &queue{p: p, ctx: ctx, cids: cids, window: window, reserve: reserve}
+// close stops the walker and the workers and waits for them, so that no
+// fetch outlives Render.
+func (l *lookahead) close() {
+	l.cancel()
+	l.mu.Lock()
+	l.off = true
+	l.cond.Broadcast()
+	l.work.Broadcast()
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.stop()
 }
 
-// Next returns the next node. It must not be called more than len(cids)
-// times.
-func (q *queue) Next() (ipld.Node, error) {
-	i := q.next
-	q.next++
-	var s *slot
-	if i < q.issued {
-		s, q.slots[i] = q.slots[i], nil
+// next returns the node of c, which Render needs now.
+func (l *lookahead) next(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	l.mu.Lock()
+	for !l.off && !l.walkDone && len(l.list) == 0 {
+		l.cond.Wait()
+	}
+	if l.off || len(l.list) == 0 || l.list[0].c != c {
+		if !l.off && len(l.list) > 0 {
+			l.off = true // diverged; the walker stops at its next step
+			l.cancel()
+		}
+		l.mu.Unlock()
+		return l.src.Get(ctx, c)
+	}
+	s := l.list[0]
+	l.list[0] = nil
+	l.list = l.list[1:]
+	l.dispatch()
+	l.mu.Unlock()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	l.mu.Lock()
+	if s.nd != nil {
+		l.bytes -= len(s.nd.RawData())
+	}
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	if s.nd != nil {
+		return s.nd, nil
+	}
+	// Fetch again for Render's own error (the walker's context may have
+	// ended, not Render's).
+	return l.src.Get(ctx, c)
+}
+
+// dispatch starts fetches of the first lookaheadBlocks listed nodes.
+// Called with mu held.
+func (l *lookahead) dispatch() {
+	if l.off {
+		return
+	}
+	for _, s := range l.list[:min(len(l.list), lookaheadBlocks)] {
+		if !s.started {
+			l.start(s)
+		}
+	}
+}
+
+// start hands s to a worker, starting one if fewer than prefetchWorkers
+// run. Called with mu held and !l.off.
+func (l *lookahead) start(s *slot) {
+	s.started = true
+	if l.workers < prefetchWorkers {
+		l.workers++
+		l.wg.Go(l.worker)
+	}
+	l.jobs = append(l.jobs, s)
+	l.work.Signal()
+}
+
+// worker fetches jobs until look-ahead is off; jobs left then are
+// dropped, as nobody waits for them (Render's next waits only while on).
+func (l *lookahead) worker() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		for !l.off && len(l.jobs) == 0 {
+			l.work.Wait()
+		}
+		if l.off {
+			return
+		}
+		s := l.jobs[0]
+		l.jobs[0] = nil
+		l.jobs = l.jobs[1:]
+		l.mu.Unlock()
+		l.fetch(s)
+		l.mu.Lock()
+	}
+}
+
+func (l *lookahead) fetch(s *slot) {
+	nd, err := l.src.Get(l.ctx, s.c)
+	l.mu.Lock()
+	s.nd, s.err = nd, err
+	if nd != nil {
+		l.bytes += len(nd.RawData())
+	}
+	close(s.done)
+	l.mu.Unlock()
+}
+
+// add appends c to the list, waiting while the walker is too far ahead;
+// it returns nil once look-ahead is off. It never waits on an empty list:
+// Render, waiting for the list, could not free the bytes (hinted nodes).
+func (l *lookahead) add(c cid.Cid) *slot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for !l.off && len(l.list) > 0 && (len(l.list) >= lookaheadNodes || l.bytes >= lookaheadBytes) {
+		l.cond.Wait()
+	}
+	if l.off {
+		return nil
+	}
+	s, ok := l.hints[c]
+	if ok {
+		delete(l.hints, c)
 	} else {
-		q.issued = i + 1
-	}
-	q.refill()
-	if s != nil {
-		select {
-		case <-s.done:
-		case <-q.ctx.Done():
-			q.p.give(1)
-			return nil, q.ctx.Err()
-		}
-		q.p.give(1)
-		if s.nd != nil {
-			return s.nd, nil
+		s = &slot{c: c, done: make(chan struct{})}
+		if nd, ok := KnownNode(c); ok {
+			s.started, s.nd = true, nd
+			l.bytes += len(nd.RawData())
+			close(s.done)
 		}
 	}
-	return q.p.src.Get(q.ctx, q.cids[i])
+	l.list = append(l.list, s)
+	l.dispatch()
+	l.cond.Broadcast()
+	return s
 }
 
-// refill starts fetching the nodes after the current one, as far as the
-// window and the free tokens allow. It waits until half the window is free
-// so that fetches go out in batches rather than one job per node.
-func (q *queue) refill() {
-	end := min(len(q.cids), q.next+q.window)
-	want := end - q.issued
-	if want <= 0 || (want < q.window/2 && end < len(q.cids) && q.issued > q.next) {
-		return
-	}
-	got := q.p.take(want, q.reserve)
-	if got == 0 {
-		return
-	}
-	if q.slots == nil {
-		q.slots = make([]*slot, len(q.cids))
-		q.bgCtx, q.cancel = context.WithCancel(q.ctx)
-	}
-	batch := make([]*slot, got)
-	for j := range batch {
-		batch[j] = &slot{done: make(chan struct{})}
-		q.slots[q.issued+j] = batch[j]
-	}
-	q.p.submit(fetchJob{q.bgCtx, q.cids[q.issued : q.issued+got], batch})
-	q.issued += got
-}
-
-// fetch fills slots[i] with the node of cids[i]. Small batches use Get:
-// boxo's GetMany starts two goroutines per call, which costs more than the
-// fetch itself for the small blocks of a local store.
-func fetch(ctx context.Context, src ipld.NodeGetter, cids []cid.Cid, slots []*slot) {
-	if len(cids) < minGetMany {
-		for i, c := range cids {
-			if nd, err := src.Get(ctx, c); err == nil {
-				slots[i].nd = nd
-			}
-			close(slots[i].done)
-		}
-		return
-	}
-	// GetMany answers in any order, an error without saying for which CID,
-	// and not always once per distinct CID or with a close: kubo's RPC
-	// client answers once per CID given and never closes the channel. So
-	// stop once every distinct CID is answered, one way or the other, or
-	// when ctx ends; CIDs left unfilled are fetched again by the consumer.
-	waiting := make(map[cid.Cid][]*slot, len(cids))
+// hint starts fetching the dag-pb nodes among cids (the walker will need
+// them soon) while fewer than lookaheadHints are pending. It returns how
+// many of cids it went through.
+func (l *lookahead) hint(cids []cid.Cid) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i, c := range cids {
-		waiting[c] = append(waiting[c], slots[i])
-	}
-	ch := src.GetMany(ctx, cids)
-	for answers, distinct := 0, len(waiting); answers < distinct; answers++ {
-		var opt *ipld.NodeOption
-		var ok bool
-		select {
-		case opt, ok = <-ch:
-		case <-ctx.Done():
+		if l.off || len(l.hints) >= lookaheadHints {
+			return i
 		}
-		if !ok {
-			break
-		}
-		if opt.Err != nil || opt.Node == nil {
+		if c.Prefix().Codec != cid.DagProtobuf || l.hints[c] != nil {
 			continue
 		}
-		c := opt.Node.Cid()
-		for _, s := range waiting[c] {
-			s.nd = opt.Node
-			close(s.done)
-		}
-		delete(waiting, c)
+		s := &slot{c: c, done: make(chan struct{})}
+		l.hints[c] = s
+		l.start(s)
 	}
-	for _, ss := range waiting {
-		for _, s := range ss {
-			close(s.done)
+	return len(cids)
+}
+
+// need waits for the node of s, fetching it here if no worker has started.
+func (l *lookahead) need(s *slot) ipld.Node {
+	l.mu.Lock()
+	own := !s.started
+	s.started = true
+	l.mu.Unlock()
+	if own {
+		l.fetch(s)
+	}
+	select {
+	case <-s.done:
+		return s.nd
+	case <-l.ctx.Done():
+		return nil
+	}
+}
+
+// The walk mirrors the order of Render's fetches (archive, node, fileData,
+// directory, hamtEntries). It checks only what it needs to find the links;
+// Render checks the rest. Each step returns false to end the walk.
+
+func (l *lookahead) walk(root cid.Cid) {
+	if s := l.add(root); s != nil {
+		if nd := l.need(s); nd != nil {
+			l.node(nd, 0)
 		}
 	}
 }
 
-// Close stops background fetches and returns the tokens of nodes that were
-// prefetched but not used.
-func (q *queue) Close() {
-	if q.cancel == nil {
-		return
+// child lists c and, for a dag-pb node, walks it with f.
+func (l *lookahead) child(c cid.Cid, f func(ipld.Node) bool) bool {
+	s := l.add(c)
+	if s == nil {
+		return false
 	}
-	q.cancel()
-	n := 0
-	for i := q.next; i < q.issued; i++ {
-		if q.slots[i] != nil {
-			q.slots[i] = nil
-			n++
+	if c.Prefix().Codec != cid.DagProtobuf {
+		return true
+	}
+	nd := l.need(s)
+	return nd != nil && f(nd)
+}
+
+func (l *lookahead) node(nd ipld.Node, depth int) bool {
+	if nd.Cid().Prefix().Codec != cid.DagProtobuf {
+		return true
+	}
+	pn, fsn, err := decodeUnixFS(nd)
+	if err != nil {
+		return false
+	}
+	switch fsn.Type() {
+	case ft.TFile, ft.TRaw:
+		return l.fileData(pn.Links(), 0)
+	case ft.TDirectory:
+		return l.directory(linkEntries(pn.Links()), depth)
+	case ft.THAMTShard:
+		entries, ok := l.hamtEntries(pn.Links(), fsn, nil, 0)
+		return ok && l.directory(entries, depth)
+	}
+	return true
+}
+
+func (l *lookahead) fileData(links []*ipld.Link, level int) bool {
+	if level > maxFileDepth {
+		return false
+	}
+	cids := make([]cid.Cid, len(links))
+	for i, lk := range links {
+		cids[i] = lk.Cid
+	}
+	return l.children(cids, func(nd ipld.Node) bool {
+		pn, _, err := decodeUnixFS(nd)
+		return err == nil && l.fileData(pn.Links(), level+1)
+	})
+}
+
+// children lists cids in order, walking each dag-pb one with f, and has
+// the next lookaheadHints dag-pb ones fetched meanwhile.
+func (l *lookahead) children(cids []cid.Cid, f func(ipld.Node) bool) bool {
+	hinted := 0
+	for i, c := range cids {
+		if hinted <= i {
+			hinted = i + l.hint(cids[i:min(len(cids), i+lookaheadHints)])
+		}
+		if !l.child(c, f) {
+			return false
 		}
 	}
-	q.p.give(n)
+	return true
+}
+
+func (l *lookahead) directory(entries []dirEntry, depth int) bool {
+	if depth+1 > maxDepth {
+		return false
+	}
+	sortEntries(entries)
+	cids := make([]cid.Cid, len(entries))
+	for i, e := range entries {
+		cids[i] = e.cid
+	}
+	return l.children(cids, func(nd ipld.Node) bool { return l.node(nd, depth+1) })
+}
+
+func (l *lookahead) hamtEntries(links []*ipld.Link, fsn *ft.FSNode, out []dirEntry, level int) ([]dirEntry, bool) {
+	if level > 64 {
+		return nil, false
+	}
+	fanout := fsn.Fanout()
+	if fanout < 8 || fanout > 1024 {
+		return nil, false
+	}
+	padLen := len(fmt.Sprintf("%X", fanout-1))
+	var shards []cid.Cid
+	for _, lk := range links {
+		switch {
+		case len(lk.Name) < padLen:
+			return nil, false
+		case len(lk.Name) == padLen:
+			shards = append(shards, lk.Cid)
+		default:
+			out = append(out, dirEntry{lk.Name[padLen:], lk.Cid})
+		}
+	}
+	l.hint(shards)
+	for _, c := range shards {
+		ok := l.child(c, func(nd ipld.Node) bool {
+			pn, cfsn, err := decodeUnixFS(nd)
+			if err != nil || cfsn.Type() != ft.THAMTShard {
+				return false
+			}
+			var ok bool
+			out, ok = l.hamtEntries(pn.Links(), cfsn, out, level+1)
+			return ok
+		})
+		if !ok {
+			return nil, false
+		}
+	}
+	return out, true
 }

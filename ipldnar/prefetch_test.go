@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
+	pb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
@@ -66,7 +68,7 @@ func TestRenderGetManyNeverCloses(t *testing.T) {
 
 	// Fetches start failing mid-render (the node went away): Render ends
 	// with the error.
-	w := &failAfter{n: 5 << 20, g: g}
+	w := &failAfter{n: 2 << 20, g: g} // well before the last lookaheadBlocks leaves
 	errc := make(chan error)
 	go func() {
 		_, err := Render(context.Background(), w, res.Root, g)
@@ -95,4 +97,34 @@ func (f *failAfter) Write(p []byte) (int, error) {
 		f.g.fails.Store(true)
 	}
 	return len(p), nil
+}
+
+// Hinted nodes count against the look-ahead's bytes; when they alone fill
+// them, the walker must still list the next node, or Render waits forever.
+func TestRenderLargeHintedNodes(t *testing.T) {
+	ctx := context.Background()
+	ds := mdtest.Mock()
+	var names []string
+	var children []ipld.Node
+	var entries []tentry
+	for i := range lookaheadHints + 4 {
+		data := bytes.Repeat([]byte{byte(i)}, 3<<20) // inline in a dag-pb file node
+		nd := pbNode(t, pb.Data_File, data)
+		must(t, ds.Add(ctx, nd))
+		names = append(names, fmt.Sprintf("f%02d", i))
+		children = append(children, nd)
+		entries = append(entries, ent(names[i], file(data)))
+	}
+	root := dirNode(t, names, children)
+	must(t, ds.Add(ctx, root))
+	done := make(chan []byte)
+	go func() { done <- mustRender(t, root.Cid(), ds) }()
+	select {
+	case got := <-done:
+		if !bytes.Equal(got, encodeNAR(dir(entries...))) {
+			t.Fatal("rendered NAR differs")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Render hangs when hinted nodes fill the look-ahead")
+	}
 }

@@ -36,14 +36,12 @@ import (
 // NAR is never emitted in full.
 func Render(ctx context.Context, w io.Writer, root cid.Cid, src ipld.NodeGetter) (int64, error) {
 	cw := &countingWriter{w: w}
-	src = knownFirst{src}
 	r := &renderer{
 		ctx: ctx,
-		src: src,
 		w:   bufio.NewWriterSize(cw, 64<<10),
-		pf:  newPrefetcher(src),
+		la:  newLookahead(ctx, knownFirst{src}, root),
 	}
-	defer r.pf.close()
+	defer r.la.close()
 	err := r.archive(root)
 	if err == nil {
 		err = r.w.Flush()
@@ -64,10 +62,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 type renderer struct {
 	ctx   context.Context
-	src   ipld.NodeGetter
 	w     *bufio.Writer
-	pf    *prefetcher
-	names []string // path of the entry being rendered, for errors
+	la    *lookahead // every node is fetched through it
+	names []string   // path of the entry being rendered, for errors
 }
 
 // errorf reports a problem with the entry being rendered.
@@ -88,7 +85,7 @@ func (r *renderer) archive(root cid.Cid) error {
 	if err := r.str(narMagic); err != nil {
 		return err
 	}
-	nd, err := r.src.Get(r.ctx, root)
+	nd, err := r.la.next(r.ctx, root)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -141,11 +138,7 @@ func (r *renderer) node(nd ipld.Node, depth int) error {
 		case ft.TSymlink:
 			return r.symlink(fsn)
 		case ft.TDirectory:
-			entries := make([]dirEntry, 0, len(pn.Links()))
-			for _, l := range pn.Links() {
-				entries = append(entries, dirEntry{l.Name, l.Cid})
-			}
-			return r.directory(entries, depth)
+			return r.directory(linkEntries(pn.Links()), depth)
 		case ft.THAMTShard:
 			entries, err := r.hamtEntries(pn, fsn, nil, 0)
 			if err != nil {
@@ -244,15 +237,10 @@ func (r *renderer) fileData(pn *dag.ProtoNode, fsn *ft.FSNode, level int) error 
 	if len(links) == 0 {
 		return nil
 	}
-	cids := make([]cid.Cid, len(links))
 	for i, l := range links {
-		cids[i] = l.Cid
-	}
-	q := r.pf.queue(r.ctx, cids, fileWindow, 0)
-	defer q.Close()
-	for i, c := range cids {
+		c := l.Cid
 		want := fsn.BlockSize(i)
-		child, err := q.Next()
+		child, err := r.la.next(r.ctx, c)
 		if err != nil {
 			return fmt.Errorf("file block %s: %w", c, err)
 		}
@@ -309,9 +297,23 @@ type dirEntry struct {
 	cid  cid.Cid
 }
 
+// linkEntries are the entries of a plain directory node's links.
+func linkEntries(links []*ipld.Link) []dirEntry {
+	entries := make([]dirEntry, 0, len(links))
+	for _, l := range links {
+		entries = append(entries, dirEntry{l.Name, l.Cid})
+	}
+	return entries
+}
+
+// sortEntries sorts entries in NAR order: by name bytes.
+func sortEntries(entries []dirEntry) {
+	slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+}
+
 // directory checks and sorts entries, then writes the directory.
 func (r *renderer) directory(entries []dirEntry, depth int) error {
-	slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+	sortEntries(entries)
 	for i, e := range entries {
 		if err := checkName(e.name); err != nil {
 			return &Error{Path: entryPath(append(r.names, e.name)), Err: err}
@@ -326,18 +328,12 @@ func (r *renderer) directory(entries []dirEntry, depth int) error {
 	if err := r.strs("(", "type", "directory"); err != nil {
 		return err
 	}
-	cids := make([]cid.Cid, len(entries))
-	for i, e := range entries {
-		cids[i] = e.cid
-	}
-	q := r.pf.queue(r.ctx, cids, dirWindow, fileWindow)
-	defer q.Close()
 	for _, e := range entries {
 		r.names = append(r.names, e.name)
 		if err := r.strs("entry", "(", "name", e.name, "node"); err != nil {
 			return err
 		}
-		child, err := q.Next()
+		child, err := r.la.next(r.ctx, e.cid)
 		if err != nil {
 			return r.fail(err)
 		}
@@ -398,10 +394,8 @@ func (r *renderer) hamtEntries(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry
 	if len(shards) == 0 {
 		return out, nil
 	}
-	q := r.pf.queue(r.ctx, shards, dirWindow, fileWindow)
-	defer q.Close()
 	for _, c := range shards {
-		nd, err := q.Next()
+		nd, err := r.la.next(r.ctx, c)
 		if err != nil {
 			return nil, fmt.Errorf("HAMT shard %s: %w", c, err)
 		}

@@ -53,6 +53,7 @@ func pebbleSpec() map[string]any {
 		"path":      "pebble",
 		"zstdLevel": pebbleZstdLevel,
 		"blockSize": pebbleBlockSize,
+		"layout":    layoutOrdered,
 	}
 }
 
@@ -70,6 +71,7 @@ type pebbleConfig struct {
 	path      string
 	zstdLevel int
 	blockSize int
+	layout    string // "" (blocks under their hash) or layoutOrdered
 }
 
 func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
@@ -80,6 +82,12 @@ func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 			return nil, fmt.Errorf("%s datastore: 'path' is missing or not a string", PebbleType)
 		}
 		c.path = p
+		if l, ok := params["layout"]; ok {
+			if l != layoutOrdered {
+				return nil, fmt.Errorf("%s datastore: layout %v: want %q or none", PebbleType, l, layoutOrdered)
+			}
+			c.layout = layoutOrdered
+		}
 		for key, dst := range map[string]*int{"zstdLevel": &c.zstdLevel, "blockSize": &c.blockSize} {
 			v, ok := params[key]
 			if !ok {
@@ -105,10 +113,16 @@ func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 	}
 }
 
-// DiskSpec is what kubo checks against the repo on every open: only the
-// place, so the codec settings may change (pebble records each block's codec).
+// DiskSpec is what kubo checks against the repo on every open: the place
+// and the layout, so the codec settings may change (pebble records each
+// block's codec), and a version that does not know the ordered layout
+// refuses such a repo instead of reading index entries as blocks.
 func (c *pebbleConfig) DiskSpec() fsrepo.DiskSpec {
-	return map[string]any{"type": PebbleType, "path": c.path}
+	spec := map[string]any{"type": PebbleType, "path": c.path}
+	if c.layout != "" {
+		spec["layout"] = c.layout
+	}
+	return spec
 }
 
 func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
@@ -119,11 +133,24 @@ func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
 	if err := fsutil.DirWritable(p); err != nil {
 		return nil, err
 	}
+	// A directory without a pebble manifest is a new repo.
+	manifests, err := filepath.Glob(filepath.Join(p, "MANIFEST-*"))
+	if err != nil {
+		return nil, err
+	}
 	d, err := pebbleds.NewDatastore(p, pebbleds.WithCacheSize(pebbleCache), pebbleds.WithPebbleOpts(c.options()))
 	if err != nil {
 		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
 	}
-	return &pebbleStore{d: d, path: p, opts: c.options}, nil
+	ord, err := openOrdered(d.DB, len(manifests) == 0 && c.layout == layoutOrdered)
+	if err == nil && (ord != nil) != (c.layout == layoutOrdered) {
+		err = fmt.Errorf("the repo's config says layout %q, its database the other", c.layout)
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
+	}
+	return &pebbleStore{d: d, ord: ord, path: p, opts: c.options}, nil
 }
 
 // options tunes pebble for a content store: values are blocks (mostly 1 KiB
@@ -206,6 +233,7 @@ const (
 // it next opens.
 type pebbleStore struct {
 	d    *pebbleds.Datastore
+	ord  *ordered // nil in repos made before the ordered layout
 	path string
 	opts func() *pebble.Options
 
@@ -255,16 +283,30 @@ func (s *pebbleStore) room(reserve uint64) error {
 	return nil
 }
 
+// blocks says whether key is a block stored in the ordered layout.
+func (s *pebbleStore) blocks(key ds.Key) bool { return s.ord != nil && isBlockKey(key) }
+
 func (s *pebbleStore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+	if s.blocks(key) {
+		return read(s, func() ([]byte, error) { return s.ord.get(key) })
+	}
 	return read(s, func() ([]byte, error) { return s.d.Get(ctx, key) })
 }
 
 func (s *pebbleStore) Has(ctx context.Context, key ds.Key) (bool, error) {
+	if s.blocks(key) {
+		return read(s, func() (bool, error) { return s.ord.has(key) })
+	}
 	return read(s, func() (bool, error) { return s.d.Has(ctx, key) })
 }
 
 func (s *pebbleStore) GetSize(ctx context.Context, key ds.Key) (int, error) {
-	n, err := read(s, func() (int, error) { return s.d.GetSize(ctx, key) })
+	n, err := read(s, func() (int, error) {
+		if s.blocks(key) {
+			return s.ord.getSize(key)
+		}
+		return s.d.GetSize(ctx, key)
+	})
 	if errors.Is(err, errClosed) {
 		return -1, err
 	}
@@ -274,7 +316,12 @@ func (s *pebbleStore) GetSize(ctx context.Context, key ds.Key) (int, error) {
 // Query's results outlive the call: go-ds-pebble ends their goroutine
 // itself when it closes.
 func (s *pebbleStore) Query(ctx context.Context, q query.Query) (query.Results, error) {
-	return read(s, func() (query.Results, error) { return s.d.Query(ctx, q) })
+	return read(s, func() (query.Results, error) {
+		if s.ord != nil && touchesBlocks(q.Prefix) {
+			return s.ord.query(func(q query.Query) (query.Results, error) { return s.d.Query(ctx, q) }, q)
+		}
+		return s.d.Query(ctx, q)
+	})
 }
 
 // DiskUsage is what the database's files take on disk, as du counts them.
@@ -303,10 +350,16 @@ func (s *pebbleStore) DiskUsage(context.Context) (uint64, error) {
 }
 
 func (s *pebbleStore) Put(ctx context.Context, key ds.Key, value []byte) error {
+	if s.blocks(key) {
+		return s.write(reserveWrite, func() error { return s.ord.commit([]op{{key: key, value: value}}) })
+	}
 	return s.write(reserveWrite, func() error { return s.d.Put(ctx, key, value) })
 }
 
 func (s *pebbleStore) Delete(ctx context.Context, key ds.Key) error {
+	if s.blocks(key) {
+		return s.write(reserveDelete, func() error { return s.ord.commit([]op{{key: key, delete: true}}) })
+	}
 	return s.write(reserveDelete, func() error { return s.d.Delete(ctx, key) })
 }
 
@@ -316,6 +369,9 @@ func (s *pebbleStore) Sync(ctx context.Context, prefix ds.Key) error {
 
 func (s *pebbleStore) Batch(ctx context.Context) (ds.Batch, error) {
 	return read(s, func() (ds.Batch, error) {
+		if s.ord != nil {
+			return &pebbleBatch{b: &orderedBatch{o: s.ord}, s: s}, nil
+		}
 		b, err := s.d.Batch(ctx)
 		if err != nil {
 			return nil, err

@@ -28,6 +28,8 @@ func TestPebbleConfig(t *testing.T) {
 		{"level 22", map[string]any{"path": "p", "zstdLevel": 22}, "zstdLevel 22"},
 		{"tiny blocks", map[string]any{"path": "p", "blockSize": 512}, "blockSize 512"},
 		{"huge blocks", map[string]any{"path": "p", "blockSize": float64(1 << 30)}, "blockSize 1073741824"},
+		{"ordered layout", map[string]any{"path": "p", "layout": layoutOrdered}, ""},
+		{"unknown layout", map[string]any{"path": "p", "layout": "ordered-9"}, "layout ordered-9"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := parse(tc.params)
@@ -53,7 +55,7 @@ func TestPebbleConfig(t *testing.T) {
 func TestPebbleStore(t *testing.T) {
 	ctx := context.Background()
 	repoPath := t.TempDir()
-	c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+	c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, layout: layoutOrdered}
 	open := func() *pebbleStore {
 		d, err := c.Create(repoPath)
 		if err != nil {

@@ -1,0 +1,309 @@
+package ipfsnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+)
+
+// Write-ordered blocks. pebble sorts what a memtable flush writes by key,
+// and a block's key is its hash, so the blob file of a flush held its
+// blocks in random order: rendering one store path decompressed every 2 MiB
+// block of every flush it was written in, shared with other paths. In a
+// repo with the ordered layout a block is two entries written in one
+// pebble batch:
+//
+//	/blocks/<hash>            the index: sequence number and size
+//	/nixipfs-data/<sequence>  the block, in a blob file
+//
+// Sequence numbers grow with every block written, so a flush writes blocks
+// in the order they were imported, which is the order a render reads them:
+// a render decompresses each block of the blob files once, in order.
+// Because both entries are in one batch, a crash leaves both or neither.
+//
+// Repos created before keep their blocks under /blocks/<hash> and are read
+// and written as before; layoutKey marks the repos with the ordered layout.
+const (
+	blocksPrefix  = "/blocks/"
+	dataPrefix    = "/nixipfs-data/"
+	layoutKey     = "/nixipfs-layout"
+	layoutOrdered = "ordered-1"
+)
+
+// ordered does the block operations of a repo with the ordered layout.
+type ordered struct {
+	db *pebble.DB
+	// mu makes check-then-write of a block atomic: two writers of the same
+	// block would otherwise leave one data entry no index points to.
+	mu  sync.Mutex
+	seq uint64 // last sequence number used, under mu
+}
+
+func isBlockKey(k ds.Key) bool { return strings.HasPrefix(k.String(), blocksPrefix) }
+
+func dataKey(seq uint64) []byte { return fmt.Appendf(nil, "%s%016x", dataPrefix, seq) }
+
+// openOrdered sets the layout of a repo: ordered if it is new (fresh) or
+// was created with it, the old one otherwise. It returns nil for the old.
+func openOrdered(db *pebble.DB, fresh bool) (*ordered, error) {
+	if fresh {
+		if err := db.Set([]byte(layoutKey), []byte(layoutOrdered), pebble.Sync); err != nil {
+			return nil, fmt.Errorf("record the datastore layout: %w", err)
+		}
+	}
+	v, closer, err := db.Get([]byte(layoutKey))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the datastore layout: %w", err)
+	}
+	layout := string(v)
+	closer.Close()
+	if layout != layoutOrdered {
+		return nil, fmt.Errorf("datastore layout %q: this version knows only %q", layout, layoutOrdered)
+	}
+	o := &ordered{db: db}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)})
+	if err != nil {
+		return nil, fmt.Errorf("find the last block: %w", err)
+	}
+	if it.Last() {
+		k := it.Key()
+		if _, err := fmt.Sscanf(string(k[len(dataPrefix):]), "%016x", &o.seq); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("last block key %q: %w", k, err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("find the last block: %w", err)
+	}
+	return o, nil
+}
+
+func prefixEnd(p string) []byte {
+	b := []byte(p)
+	b[len(b)-1]++
+	return b
+}
+
+// ref is an index entry: where the block is and its size.
+type ref struct{ seq, size uint64 }
+
+func (r ref) encode() []byte {
+	b := binary.AppendUvarint(nil, r.seq)
+	return binary.AppendUvarint(b, r.size)
+}
+
+func decodeRef(b []byte) (ref, error) {
+	seq, n := binary.Uvarint(b)
+	if n <= 0 {
+		return ref{}, errors.New("invalid block index entry")
+	}
+	size, m := binary.Uvarint(b[n:])
+	if m <= 0 || n+m != len(b) {
+		return ref{}, errors.New("invalid block index entry")
+	}
+	return ref{seq, size}, nil
+}
+
+func (o *ordered) ref(k ds.Key) (ref, error) {
+	v, closer, err := o.db.Get(k.Bytes())
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ref{}, ds.ErrNotFound
+	}
+	if err != nil {
+		return ref{}, err
+	}
+	defer closer.Close()
+	r, err := decodeRef(v)
+	if err != nil {
+		return ref{}, fmt.Errorf("%s: %w", k, err)
+	}
+	return r, nil
+}
+
+func (o *ordered) get(k ds.Key) ([]byte, error) {
+	r, err := o.ref(k)
+	if err != nil {
+		return nil, err
+	}
+	v, closer, err := o.db.Get(dataKey(r.seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%s: data entry %d is missing", k, r.seq)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+func (o *ordered) has(k ds.Key) (bool, error) {
+	_, err := o.ref(k)
+	if errors.Is(err, ds.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (o *ordered) getSize(k ds.Key) (int, error) {
+	r, err := o.ref(k)
+	if err != nil {
+		return -1, err
+	}
+	return int(r.size), nil
+}
+
+// op is one write of a batch.
+type op struct {
+	key    ds.Key
+	value  []byte
+	delete bool
+}
+
+// commit writes ops in one pebble batch: block puts as an index and a data
+// entry (skipped if the block is there), block deletes of both entries,
+// anything else as it is.
+func (o *ordered) commit(ops []op) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	b := o.db.NewBatch()
+	defer b.Close()
+	put := map[string]bool{} // blocks put by this batch
+	seq := o.seq
+	for _, w := range ops {
+		k := w.key.Bytes()
+		switch {
+		case !isBlockKey(w.key) && w.delete:
+			if err := b.Delete(k, nil); err != nil {
+				return err
+			}
+		case !isBlockKey(w.key):
+			if err := b.Set(k, w.value, nil); err != nil {
+				return err
+			}
+		case w.delete:
+			delete(put, string(k))
+			r, err := o.ref(w.key)
+			if errors.Is(err, ds.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := b.Delete(dataKey(r.seq), nil); err != nil {
+				return err
+			}
+			if err := b.Delete(k, nil); err != nil {
+				return err
+			}
+		default:
+			if put[string(k)] {
+				continue
+			}
+			ok, err := o.has(w.key)
+			if err != nil {
+				return err
+			}
+			if ok {
+				continue
+			}
+			seq++
+			if err := b.Set(dataKey(seq), w.value, nil); err != nil {
+				return err
+			}
+			if err := b.Set(k, ref{seq, uint64(len(w.value))}.encode(), nil); err != nil {
+				return err
+			}
+			put[string(k)] = true
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	o.seq = seq
+	return nil
+}
+
+// orderedBatch collects a batch's writes for commit.
+type orderedBatch struct {
+	o   *ordered
+	ops []op
+}
+
+func (b *orderedBatch) Put(_ context.Context, key ds.Key, value []byte) error {
+	b.ops = append(b.ops, op{key: key, value: value})
+	return nil
+}
+
+func (b *orderedBatch) Delete(_ context.Context, key ds.Key) error {
+	b.ops = append(b.ops, op{key: key, delete: true})
+	return nil
+}
+
+func (b *orderedBatch) Commit(context.Context) error {
+	err := b.o.commit(b.ops)
+	b.ops = nil
+	return err
+}
+
+// touchesBlocks says whether a query with this prefix may list blocks or
+// their data entries.
+func touchesBlocks(prefix string) bool {
+	p := ds.NewKey(prefix).String()
+	return p == "/" || strings.HasPrefix(p+"/", blocksPrefix) || strings.HasPrefix(p+"/", dataPrefix) ||
+		strings.HasPrefix(p, blocksPrefix)
+}
+
+// query answers q over the underlying results of all keys under q's
+// prefix: data entries and the layout mark are left out, and blocks get
+// their values and sizes from the data entries.
+func (o *ordered) query(raw func(query.Query) (query.Results, error), q query.Query) (query.Results, error) {
+	inner := query.Query{Prefix: q.Prefix, KeysOnly: q.KeysOnly && !q.ReturnsSizes}
+	res, err := raw(inner)
+	if err != nil {
+		return nil, err
+	}
+	it := query.Iterator{
+		Next: func() (query.Result, bool) {
+			for {
+				r, ok := res.NextSync()
+				if !ok || r.Error != nil {
+					return r, ok
+				}
+				k := ds.RawKey(r.Key)
+				switch {
+				case strings.HasPrefix(r.Key, dataPrefix) || r.Key == layoutKey:
+					continue
+				case !isBlockKey(k):
+					return r, true
+				case inner.KeysOnly:
+					r.Size = -1
+					return r, true
+				}
+				ref, err := decodeRef(r.Value)
+				if err != nil {
+					return query.Result{Error: fmt.Errorf("%s: %w", r.Key, err)}, true
+				}
+				r.Size = int(ref.size)
+				r.Value = nil
+				if !q.KeysOnly {
+					if r.Value, err = o.get(k); err != nil {
+						return query.Result{Error: err}, true
+					}
+				}
+				return r, true
+			}
+		},
+		Close: res.Close,
+	}
+	return query.NaiveQueryApply(q, query.ResultsFromIterator(q, it)), nil
+}

@@ -1,0 +1,232 @@
+package ipfsnode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+)
+
+func openTestStore(t *testing.T, repoPath, layout string) *pebbleStore {
+	t.Helper()
+	c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, layout: layout}
+	d, err := c.Create(repoPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(*pebbleStore)
+}
+
+// dataEntries lists the sequence keys of the block data entries.
+func dataEntries(t *testing.T, s *pebbleStore) []string {
+	t.Helper()
+	it, err := s.d.DB.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var keys []string
+	for it.First(); it.Valid(); it.Next() {
+		keys = append(keys, string(it.Key()))
+	}
+	return keys
+}
+
+func queryKeys(t *testing.T, s *pebbleStore, q query.Query) map[string]query.Entry {
+	t.Helper()
+	res, err := s.Query(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := res.Rest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]query.Entry{}
+	for _, e := range all {
+		m[e.Key] = e
+	}
+	return m
+}
+
+// A new repo stores blocks in write order behind a hash index: every
+// datastore operation kubo uses answers as before, a block written twice
+// is stored once, a delete removes both entries, and sequence numbers go on
+// after a reopen.
+func TestOrderedLayout(t *testing.T) {
+	ctx := context.Background()
+	repo := t.TempDir()
+	s := openTestStore(t, repo, layoutOrdered)
+	if s.ord == nil {
+		t.Fatal("a new repo does not have the ordered layout")
+	}
+	blk := func(i int) (ds.Key, []byte) {
+		return ds.NewKey(fmt.Sprintf("/blocks/B%03d", i)), bytes.Repeat([]byte{byte(i)}, 100+i)
+	}
+	b, err := s.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		k, v := blk(i)
+		for range 2 { // the same block twice in one batch
+			if err := b.Put(ctx, k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := b.Put(ctx, ds.NewKey("/pins/x"), []byte("pin")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k0, v0 := blk(0)
+	if err := s.Put(ctx, k0, v0); err != nil { // and again in another write
+		t.Fatal(err)
+	}
+	if got := dataEntries(t, s); len(got) != 10 {
+		t.Fatalf("%d data entries for 10 distinct blocks", len(got))
+	}
+	check := func(i int, want bool) {
+		t.Helper()
+		k, v := blk(i)
+		got, err := s.Get(ctx, k)
+		has, herr := s.Has(ctx, k)
+		size, serr := s.GetSize(ctx, k)
+		if herr != nil || has != want {
+			t.Fatalf("Has %s: %v, %v; want %v", k, has, herr, want)
+		}
+		if !want {
+			if !errors.Is(err, ds.ErrNotFound) || !errors.Is(serr, ds.ErrNotFound) {
+				t.Fatalf("Get/GetSize of deleted %s: %v, %v; want not found", k, err, serr)
+			}
+			return
+		}
+		if err != nil || !bytes.Equal(got, v) || serr != nil || size != len(v) {
+			t.Fatalf("%s: Get %d bytes (%v), GetSize %d (%v); want %d bytes", k, len(got), err, size, serr, len(v))
+		}
+	}
+	for i := range 10 {
+		check(i, true)
+	}
+	if v, err := s.Get(ctx, ds.NewKey("/pins/x")); err != nil || string(v) != "pin" {
+		t.Fatalf("other keys: %q, %v", v, err)
+	}
+
+	k3, _ := blk(3)
+	if err := s.Delete(ctx, k3); err != nil {
+		t.Fatal(err)
+	}
+	check(3, false)
+	if got := dataEntries(t, s); len(got) != 9 {
+		t.Fatalf("%d data entries after deleting one of 10 blocks", len(got))
+	}
+
+	// Queries see blocks with their values and sizes, never the data
+	// entries or the layout mark.
+	blocks := queryKeys(t, s, query.Query{Prefix: "/blocks", ReturnsSizes: true})
+	all := queryKeys(t, s, query.Query{Prefix: "/"})
+	keysOnly := queryKeys(t, s, query.Query{Prefix: "/blocks", KeysOnly: true})
+	if len(blocks) != 9 || len(keysOnly) != 9 || len(all) != 10 {
+		t.Fatalf("queries list %d blocks, %d keys only, %d keys in all; want 9, 9, 10", len(blocks), len(keysOnly), len(all))
+	}
+	for i := range 10 {
+		k, v := blk(i)
+		e, ok := blocks[k.String()]
+		if i == 3 {
+			if ok {
+				t.Fatalf("deleted %s listed", k)
+			}
+			continue
+		}
+		if !ok || !bytes.Equal(e.Value, v) || e.Size != len(v) || !bytes.Equal(all[k.String()].Value, v) {
+			t.Fatalf("query entry of %s: %d bytes, size %d; want %d", k, len(e.Value), e.Size, len(v))
+		}
+	}
+	if _, ok := all["/pins/x"]; !ok {
+		t.Fatal("query of / leaves out /pins/x")
+	}
+
+	before := dataEntries(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	legacy := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+	if d, err := legacy.Create(repo); err == nil || !strings.Contains(err.Error(), "layout") {
+		if d != nil {
+			d.Close()
+		}
+		t.Fatalf("a repo with the ordered layout opened by a config without it: %v", err)
+	}
+	s = openTestStore(t, repo, layoutOrdered)
+	defer s.Close()
+	if s.ord == nil {
+		t.Fatal("a reopened repo lost the ordered layout")
+	}
+	k10, v10 := blk(10)
+	if err := s.Put(ctx, k10, v10); err != nil {
+		t.Fatal(err)
+	}
+	after := dataEntries(t, s)
+	if !slices.Equal(after[:len(before)], before) || len(after) != len(before)+1 || after[len(after)-1] <= before[len(before)-1] {
+		t.Fatalf("data entries after reopen and one put: %v, before: %v", after, before)
+	}
+	for i := range 11 {
+		check(i, i != 3)
+	}
+}
+
+// A repo made before the ordered layout keeps its blocks where they are and
+// is read and written as before.
+func TestOrderedLayoutOldRepo(t *testing.T) {
+	ctx := context.Background()
+	repo := t.TempDir()
+	c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+	old, err := pebbleds.NewDatastore(filepath.Join(repo, "pebble"), pebbleds.WithPebbleOpts(c.options()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := ds.NewKey("/blocks/OLD")
+	if err := old.Put(ctx, k, []byte("old block")); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Its config has no layout; one that says ordered does not fit it.
+	cfg := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, layout: layoutOrdered}
+	if d, err := cfg.Create(repo); err == nil || !strings.Contains(err.Error(), "layout") {
+		if d != nil {
+			d.Close()
+		}
+		t.Fatalf("an old repo opened with the ordered layout in its config: %v", err)
+	}
+	s := openTestStore(t, repo, "")
+	defer s.Close()
+	if s.ord != nil {
+		t.Fatal("an existing repo was switched to the ordered layout")
+	}
+	if v, err := s.Get(ctx, k); err != nil || string(v) != "old block" {
+		t.Fatalf("old block: %q, %v", v, err)
+	}
+	k2 := ds.NewKey("/blocks/NEW")
+	if err := s.Put(ctx, k2, []byte("new block")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get(ctx, k2); err != nil || string(v) != "new block" {
+		t.Fatalf("new block in an old repo: %q, %v", v, err)
+	}
+	if got := dataEntries(t, s); len(got) != 0 {
+		t.Fatalf("old repo got data entries %v", got)
+	}
+}
