@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 		apiErr = errc
 	}
 
-	local := manifests.OpenLocal(cfg.DataDir, cfg.Node.API)
+	local := manifests.OpenLocalNode(cfg.DataDir, cfg.Node)
 	if v, err := local.CurrentVersion(); err == nil && v.Defined() {
 		// Announce the current version: publishes made while offline reach
 		// peers now.
