@@ -156,24 +156,9 @@ func manifestSize(b *testing.B, node *ipfsnode.Node, local *manifests.Local) (in
 		b.Fatal(err)
 	}
 	var size int64
-	blocks := 0
-	seen := map[cid.Cid]bool{}
-	var walk func(c cid.Cid)
-	walk = func(c cid.Cid) {
-		if seen[c] || c.Type() != cid.DagProtobuf {
-			return
-		}
-		seen[c] = true
-		nd, err := node.API.Dag().Get(ctx(b), c)
-		if err != nil {
-			b.Fatal(err)
-		}
-		size += int64(len(nd.RawData()))
-		blocks++
-		for _, l := range nd.Links() {
-			walk(l.Cid)
-		}
+	shards := hamtShards(ctx(b), b, node.API, m.Info().Entries)
+	for _, n := range shards {
+		size += int64(n)
 	}
-	walk(m.Info().Entries)
-	return size, blocks
+	return size, len(shards)
 }
