@@ -38,6 +38,11 @@ type Local struct {
 	dir  string
 	api  coreiface.CoreAPI
 	node *ipfsnode.Node // nil: blocks and pins go through api one by one
+	// Shards that updates read and wrote, for the next update to read.
+	shards *shardCache
+
+	background bool           // drop old pins after Update returns
+	releasing  sync.WaitGroup // such a release in flight
 
 	// The state file's last reading, reused while the file is the same
 	// (an update renames a new file into place): the gateway asks for the
@@ -64,7 +69,7 @@ func stampOf(fi fs.FileInfo) fileStamp {
 // OpenLocal opens the manifest state kept in dataDir. Updates write and pin
 // through api, a block at a time; OpenLocalNode batches them.
 func OpenLocal(dataDir string, api coreiface.CoreAPI) *Local {
-	return &Local{dir: dataDir, api: api}
+	return &Local{dir: dataDir, api: api, shards: newShardCache(defaultShardCacheBytes)}
 }
 
 // OpenLocalNode opens the manifest state kept in dataDir on node. An update
@@ -72,7 +77,9 @@ func OpenLocal(dataDir string, api coreiface.CoreAPI) *Local {
 // batch with one sync: kubo's pin API syncs two or three times per block,
 // which made a 1,000-path update of a large manifest take seconds.
 func OpenLocalNode(dataDir string, node *ipfsnode.Node) *Local {
-	return &Local{dir: dataDir, api: node.API, node: node}
+	l := OpenLocal(dataDir, node.API)
+	l.node = node
+	return l
 }
 
 func (l *Local) stateFile() string { return filepath.Join(l.dir, "manifest") }
@@ -117,14 +124,18 @@ func (l *Local) CurrentVersion() (cid.Cid, error) {
 
 // Current loads the current manifest (empty if none was published).
 func (l *Local) Current(ctx context.Context) (*Manifest, error) {
+	return l.current(ctx, l.api.Dag())
+}
+
+func (l *Local) current(ctx context.Context, dserv ipld.DAGService) (*Manifest, error) {
 	v, err := l.CurrentVersion()
 	if err != nil {
 		return nil, err
 	}
 	if !v.Defined() {
-		return EmptyManifest(l.api.Dag()), nil
+		return EmptyManifest(dserv), nil
 	}
-	return LoadManifest(ctx, l.api.Dag(), v)
+	return LoadManifest(ctx, dserv, v)
 }
 
 // lock takes the manifest's update lock (an flock, released if the process
@@ -141,6 +152,17 @@ func (l *Local) lock() (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// ReleaseInBackground makes Update return as soon as the new version is
+// recorded, and unpin what only the old version needed afterwards, still
+// holding the update lock, so the next update (in any process) waits for
+// it. A daemon publishes its new version meanwhile: at 1M paths a 1,000-path
+// update unpins about 3,200 old shards. A crash before that is done leaves
+// extra pins, as it did before. Wait waits for it.
+func (l *Local) ReleaseInBackground() { l.background = true }
+
+// Wait returns once no release started by Update is in flight.
+func (l *Local) Wait() { l.releasing.Wait() }
+
 // Update applies puts and deletes to the current manifest, pins the result
 // and records it as current. The new entries' own blocks must already be
 // stored and pinned: the manifest's pins hold its HAMT shards only, not what
@@ -151,8 +173,13 @@ func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []s
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	cur, err := l.Current(ctx)
+	unlockOnReturn := true
+	defer func() {
+		if unlockOnReturn {
+			unlock()
+		}
+	}()
+	cur, err := l.current(ctx, cachedDAG{DAGService: l.api.Dag(), cache: l.shards})
 	if err != nil {
 		return nil, err
 	}
@@ -190,12 +217,24 @@ func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []s
 	if err != nil {
 		return nil, err
 	}
+	l.shards.keep(shards)
 	if err := atomicfile.WriteFile(l.stateFile(), []byte(next.Version().String()+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("record manifest: %w", err)
 	}
 	// Only once next is recorded may cur's pins go: a crash before this
 	// leaves cur intact (and some extra pins), never a manifest with
-	// unpinned shards.
+	// unpinned shards. Under the lock: an update that re-adds a shard must
+	// not pin it before it is unpinned here.
+	if l.background {
+		unlockOnReturn = false
+		l.releasing.Add(1)
+		go func() {
+			defer l.releasing.Done()
+			defer unlock()
+			release(context.WithoutCancel(ctx))
+		}()
+		return next, nil
+	}
 	release(ctx)
 	return next, nil
 }

@@ -150,11 +150,11 @@ func (m *Manifest) Update(ctx context.Context, puts map[string]cid.Cid, deletes 
 }
 
 // update is Update writing the new blocks to w, which may be write-only (a
-// bulk writer), instead of m's DAGService. It also returns a NodeGetter
-// that answers from memory for every shard the update read or wrote (and
+// bulk writer), instead of m's DAGService. It also returns its hamtStore,
+// which answers from memory for every shard the update read or wrote (and
 // from m's DAGService for the rest): all that a shardDiff of m and the new
 // version reads.
-func (m *Manifest) update(ctx context.Context, puts map[string]cid.Cid, deletes []string, now time.Time, w ipld.DAGService) (*Manifest, ipld.NodeGetter, error) {
+func (m *Manifest) update(ctx context.Context, puts map[string]cid.Cid, deletes []string, now time.Time, w ipld.DAGService) (*Manifest, *hamtStore, error) {
 	for k, c := range puts {
 		if err := checkKey(k); err != nil {
 			return nil, nil, fmt.Errorf("manifest update: put: %w", err)

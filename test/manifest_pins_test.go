@@ -20,17 +20,20 @@ import (
 
 // TestManifestBulkPins updates a manifest deep enough for sub-shards
 // through OpenLocalNode, whose updates write and pin in batches, on an
-// embedded node and on an external kubo: after each update every shard of
-// the current HAMT and its Version block are pinned directly and not
-// recursively, the shards only the previous version had are no
-// longer pinned, and after kubo's repo GC (which takes them) every entry is
-// still there.
+// embedded node (also with the daemon's background release) and on an
+// external kubo: after each update every shard of the current HAMT and its
+// Version block are pinned directly and not recursively, the shards only the
+// previous version had are no longer pinned, and after kubo's repo GC (which
+// takes them) every entry is still there. The last update undoes the one
+// before, right after it: it pins again exactly the shards whose release
+// the one before started.
 func TestManifestBulkPins(t *testing.T) {
-	t.Run("embedded", func(t *testing.T) { manifestBulkPins(t, "") })
-	t.Run("external", func(t *testing.T) { manifestBulkPins(t, startKubo(t).api) })
+	t.Run("embedded", func(t *testing.T) { manifestBulkPins(t, "", false) })
+	t.Run("embedded-background", func(t *testing.T) { manifestBulkPins(t, "", true) })
+	t.Run("external", func(t *testing.T) { manifestBulkPins(t, startKubo(t).api, false) })
 }
 
-func manifestBulkPins(t *testing.T, apiAddr string) {
+func manifestBulkPins(t *testing.T, apiAddr string, background bool) {
 	dataDir := t.TempDir()
 	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{DataDir: dataDir, APIAddr: apiAddr})
 	if err != nil {
@@ -65,6 +68,9 @@ func manifestBulkPins(t *testing.T, apiAddr string) {
 		return m
 	}
 	local := manifests.OpenLocalNode(dataDir, node)
+	if background {
+		local.ReleaseInBackground()
+	}
 	check := func(m, prev *manifests.Manifest, entries int) {
 		t.Helper()
 		shards := hamtShards(ctx(t), t, api, m.Info().Entries)
@@ -108,25 +114,40 @@ func manifestBulkPins(t *testing.T, apiAddr string) {
 		}
 	}
 
-	m1, err := local.Update(ctx(t), puts(0, 3000), nil)
-	if err != nil {
-		t.Fatal(err)
+	keys := func(from, to int) []string {
+		var ks []string
+		for i := from; i < to; i++ {
+			ks = append(ks, key(i))
+		}
+		return ks
 	}
+	update := func(puts map[string]cid.Cid, deletes []string) *manifests.Manifest {
+		t.Helper()
+		m, err := local.Update(ctx(t), puts, deletes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	m1 := update(puts(0, 3000), nil)
 	if len(hamtShards(ctx(t), t, api, m1.Info().Entries)) < 2 {
 		t.Fatal("3,000 keys made no sub-shard")
 	}
+	local.Wait()
 	check(m1, nil, 3000)
-	var deletes []string
-	for i := range 100 {
-		deletes = append(deletes, key(i))
-	}
-	m2, err := local.Update(ctx(t), puts(3000, 3300), deletes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m2 := update(puts(3000, 3300), keys(0, 100))
+	local.Wait()
 	check(m2, m1, 3200)
-	if got, err := local.CurrentVersion(); err != nil || !got.Equals(m2.Version()) {
-		t.Fatalf("recorded version %s (%v), want %s", got, err, m2.Version())
+	m3 := update(puts(0, 100), keys(3000, 3300)) // back to m1's entries
+	m4 := update(puts(3000, 3300), keys(0, 100)) // and to m2's, at once
+	local.Wait()
+	if !m3.Info().Entries.Equals(m1.Info().Entries) || !m4.Info().Entries.Equals(m2.Info().Entries) {
+		t.Fatal("undoing an update did not give the same HAMT")
+	}
+	check(m4, m3, 3200)
+	if got, err := local.CurrentVersion(); err != nil || !got.Equals(m4.Version()) {
+		t.Fatalf("recorded version %s (%v), want %s", got, err, m4.Version())
 	}
 }
 
