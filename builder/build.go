@@ -80,7 +80,7 @@ func Build(ctx context.Context, o BuildOptions) (BuildResult, error) {
 		return res, err
 	}
 	defer node.Close()
-	local := manifests.OpenLocal(o.DataDir, node.API)
+	local := manifests.OpenLocalNode(o.DataDir, node)
 	if plan != nil {
 		pub := &publish.Publisher{Node: node, Store: o.Store, Manifest: local, SignKey: o.SignKey}
 		if _, err := pub.Publish(ctx, plan.Publish...); err != nil {

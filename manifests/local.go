@@ -16,10 +16,12 @@ import (
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 )
 
 // KeyName is the kubo key the manifest is published under: the node's own
@@ -33,8 +35,14 @@ const KeyName = "self"
 // file, so a publish run by hand and one run by the daemon never lose each
 // other's entries.
 type Local struct {
-	dir string
-	api coreiface.CoreAPI
+	dir  string
+	api  coreiface.CoreAPI
+	node *ipfsnode.Node // nil: blocks and pins go through api one by one
+	// Shards that updates read and wrote, for the next update to read.
+	shards *shardCache
+
+	background bool           // drop old pins after Update returns
+	releasing  sync.WaitGroup // such a release in flight
 
 	// The state file's last reading, reused while the file is the same
 	// (an update renames a new file into place): the gateway asks for the
@@ -58,9 +66,20 @@ func stampOf(fi fs.FileInfo) fileStamp {
 	return st
 }
 
-// OpenLocal opens the manifest state kept in dataDir.
+// OpenLocal opens the manifest state kept in dataDir. Updates write and pin
+// through api, a block at a time; OpenLocalNode batches them.
 func OpenLocal(dataDir string, api coreiface.CoreAPI) *Local {
-	return &Local{dir: dataDir, api: api}
+	return &Local{dir: dataDir, api: api, shards: newShardCache(defaultShardCacheBytes)}
+}
+
+// OpenLocalNode opens the manifest state kept in dataDir on node. An update
+// writes its shards through the node's bulk writer and pins them in one
+// batch with one sync: kubo's pin API syncs two or three times per block,
+// which made a 1,000-path update of a large manifest take seconds.
+func OpenLocalNode(dataDir string, node *ipfsnode.Node) *Local {
+	l := OpenLocal(dataDir, node.API)
+	l.node = node
+	return l
 }
 
 func (l *Local) stateFile() string { return filepath.Join(l.dir, "manifest") }
@@ -105,14 +124,18 @@ func (l *Local) CurrentVersion() (cid.Cid, error) {
 
 // Current loads the current manifest (empty if none was published).
 func (l *Local) Current(ctx context.Context) (*Manifest, error) {
+	return l.current(ctx, l.api.Dag())
+}
+
+func (l *Local) current(ctx context.Context, dserv ipld.DAGService) (*Manifest, error) {
 	v, err := l.CurrentVersion()
 	if err != nil {
 		return nil, err
 	}
 	if !v.Defined() {
-		return EmptyManifest(l.api.Dag()), nil
+		return EmptyManifest(dserv), nil
 	}
-	return LoadManifest(ctx, l.api.Dag(), v)
+	return LoadManifest(ctx, dserv, v)
 }
 
 // lock takes the manifest's update lock (an flock, released if the process
@@ -129,6 +152,17 @@ func (l *Local) lock() (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// ReleaseInBackground makes Update return as soon as the new version is
+// recorded, and unpin what only the old version needed afterwards, still
+// holding the update lock, so the next update (in any process) waits for
+// it. A daemon publishes its new version meanwhile: at 1M paths a 1,000-path
+// update unpins about 3,200 old shards. A crash before that is done leaves
+// extra pins, as it did before. Wait waits for it.
+func (l *Local) ReleaseInBackground() { l.background = true }
+
+// Wait returns once no release started by Update is in flight.
+func (l *Local) Wait() { l.releasing.Wait() }
+
 // Update applies puts and deletes to the current manifest, pins the result
 // and records it as current. The new entries' own blocks must already be
 // stored and pinned: the manifest's pins hold its HAMT shards only, not what
@@ -139,28 +173,68 @@ func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []s
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	cur, err := l.Current(ctx)
+	unlockOnReturn := true
+	defer func() {
+		if unlockOnReturn {
+			unlock()
+		}
+	}()
+	cur, err := l.current(ctx, cachedDAG{DAGService: l.api.Dag(), cache: l.shards})
 	if err != nil {
 		return nil, err
 	}
-	next, err := cur.Update(ctx, puts, deletes, time.Now().UTC())
+	var w ipld.DAGService = l.api.Dag()
+	var bw ipfsnode.BlockWriter
+	unlockGC := func() {}
+	if l.node != nil {
+		// Held until the new shards are pinned: GC must not take them
+		// before (PinDirect does not read them back). Not while unpinning:
+		// Unpin takes it too, and a second read lock waits behind a GC.
+		unlockGC = sync.OnceFunc(l.node.PinLock(ctx))
+		defer unlockGC()
+		if bw, err = l.node.NewBlockWriter(ctx); err != nil {
+			return nil, fmt.Errorf("update manifest: %w", err)
+		}
+		defer bw.Abort() // a no-op once closed
+		w = ipfsnode.DAGWriter{BlockWriter: bw}
+	}
+	next, shards, err := cur.update(ctx, puts, deletes, time.Now().UTC(), w)
 	if err != nil {
 		return nil, fmt.Errorf("update manifest: %w", err)
 	}
 	if next.Version() == cur.Version() {
 		return cur, nil
 	}
-	release, err := l.pin(ctx, cur, next)
+	if bw != nil {
+		if err := bw.Close(); err != nil {
+			return nil, fmt.Errorf("update manifest: write shards: %w", err)
+		}
+	}
+	// The blocks are durable once pinned (one sync for both); only then is
+	// the new version recorded.
+	release, err := l.pin(ctx, cur, next, shards)
+	unlockGC()
 	if err != nil {
 		return nil, err
 	}
+	l.shards.keep(shards)
 	if err := atomicfile.WriteFile(l.stateFile(), []byte(next.Version().String()+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("record manifest: %w", err)
 	}
 	// Only once next is recorded may cur's pins go: a crash before this
 	// leaves cur intact (and some extra pins), never a manifest with
-	// unpinned shards.
+	// unpinned shards. Under the lock: an update that re-adds a shard must
+	// not pin it before it is unpinned here.
+	if l.background {
+		unlockOnReturn = false
+		l.releasing.Add(1)
+		go func() {
+			defer l.releasing.Done()
+			defer unlock()
+			release(context.WithoutCancel(ctx))
+		}()
+		return next, nil
+	}
 	release(ctx)
 	return next, nil
 }
@@ -174,8 +248,9 @@ func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []s
 // every changed shard that reaches it, which made publishing many paths
 // quadratic. Here an update costs the shards on its changed keys' paths.
 // The returned func drops what only cur needed; it is called once next is
-// recorded.
-func (l *Local) pin(ctx context.Context, cur, next *Manifest) (func(context.Context), error) {
+// recorded. shards holds the shards the update read and wrote, which are
+// all the diff of cur and next reads.
+func (l *Local) pin(ctx context.Context, cur, next *Manifest, shards ipld.NodeGetter) (func(context.Context), error) {
 	// The empty manifest's HAMT root is never stored: the first update pins
 	// every shard.
 	from := cid.Undef
@@ -194,43 +269,65 @@ func (l *Local) pin(ctx context.Context, cur, next *Manifest) (func(context.Cont
 	if legacy {
 		diffFrom = cid.Undef
 	}
-	added, removed, err := shardDiff(ctx, l.api.Dag(), diffFrom, next.Info().Entries)
+	added, removed, err := shardDiff(ctx, shards, diffFrom, next.Info().Entries)
 	if err != nil {
 		return nil, fmt.Errorf("pin manifest entries: %w", err)
 	}
-	for _, c := range added {
-		if err := l.api.Pin().Add(ctx, path.FromCid(c), options.Pin.Recursive(false)); err != nil {
-			return nil, fmt.Errorf("pin manifest shard %s: %w", c, err)
-		}
-	}
-	if err := l.api.Pin().Add(ctx, path.FromCid(next.Version()), options.Pin.Recursive(false)); err != nil {
-		return nil, fmt.Errorf("pin manifest version: %w", err)
+	if err := l.pinDirect(ctx, append(added, next.Version())); err != nil {
+		return nil, fmt.Errorf("pin manifest version %d: %w", next.Info().Seq, err)
 	}
 	return func(ctx context.Context) {
-		// Failures only leave extra pins: log them and go on.
-		unpin := func(c cid.Cid, recursive bool) {
-			if err := l.api.Pin().Rm(ctx, path.FromCid(c), options.Pin.RmRecursive(recursive)); err != nil {
-				slog.Debug("unpin old manifest block", "cid", c, "err", err)
-			}
-		}
+		// Failures only leave extra pins: they are logged and skipped.
 		if legacy {
-			unpin(from, true)
+			l.unpin(ctx, []cid.Cid{from}, true)
 		}
 		keep := make(map[cid.Cid]bool, len(added))
 		for _, c := range added {
 			keep[c] = true
 		}
+		var drop []cid.Cid
 		for _, c := range removed {
 			if !keep[c] {
-				unpin(c, false)
+				drop = append(drop, c)
 			}
 		}
 		// Older versions stay readable while their blocks exist; only the
 		// current one is kept.
 		if old := cur.Version(); old.Defined() {
-			unpin(old, false)
+			drop = append(drop, old)
 		}
+		l.unpin(ctx, drop, false)
 	}, nil
+}
+
+// pinDirect pins cids directly: in one batch on a node, one by one
+// through a bare CoreAPI.
+func (l *Local) pinDirect(ctx context.Context, cids []cid.Cid) error {
+	if l.node != nil {
+		return l.node.PinDirect(ctx, cids)
+	}
+	for _, c := range cids {
+		if err := l.api.Pin().Add(ctx, path.FromCid(c), options.Pin.Recursive(false)); err != nil {
+			return fmt.Errorf("pin %s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// unpin drops the pins of cids, logging what fails: an extra pin costs
+// space, never data.
+func (l *Local) unpin(ctx context.Context, cids []cid.Cid, recursive bool) {
+	if l.node != nil {
+		if _, err := l.node.Unpin(ctx, cids, recursive); err != nil {
+			slog.Debug("unpin old manifest blocks", "err", err)
+		}
+		return
+	}
+	for _, c := range cids {
+		if err := l.api.Pin().Rm(ctx, path.FromCid(c), options.Pin.RmRecursive(recursive)); err != nil {
+			slog.Debug("unpin old manifest block", "cid", c, "err", err)
+		}
+	}
 }
 
 // Name returns the manifest's IPNS name, creating its Ed25519 key on first

@@ -45,7 +45,7 @@ func EmptyManifest(dserv ipld.DAGService) *Manifest {
 }
 
 var emptyRootBlock = sync.OnceValues(func() (blocks.Block, error) {
-	sh, err := hamt.NewShard(newWritableStore(nil), shardFanout)
+	sh, err := hamt.NewShard(newWritableStore(nil, nil), shardFanout)
 	if err != nil {
 		return nil, err
 	}
@@ -145,33 +145,43 @@ func (m *Manifest) Get(ctx context.Context, key string) (cid.Cid, error) {
 // is not an error. An update that changes no entry writes nothing and
 // returns m. A key may not be both put and deleted.
 func (m *Manifest) Update(ctx context.Context, puts map[string]cid.Cid, deletes []string, now time.Time) (*Manifest, error) {
+	next, _, err := m.update(ctx, puts, deletes, now, m.dserv)
+	return next, err
+}
+
+// update is Update writing the new blocks to w, which may be write-only (a
+// bulk writer), instead of m's DAGService. It also returns its hamtStore,
+// which answers from memory for every shard the update read or wrote (and
+// from m's DAGService for the rest): all that a shardDiff of m and the new
+// version reads.
+func (m *Manifest) update(ctx context.Context, puts map[string]cid.Cid, deletes []string, now time.Time, w ipld.DAGService) (*Manifest, *hamtStore, error) {
 	for k, c := range puts {
 		if err := checkKey(k); err != nil {
-			return nil, fmt.Errorf("manifest update: put: %w", err)
+			return nil, nil, fmt.Errorf("manifest update: put: %w", err)
 		}
 		if !c.Defined() {
-			return nil, fmt.Errorf("manifest update: put %s: no CID", k)
+			return nil, nil, fmt.Errorf("manifest update: put %s: no CID", k)
 		}
 	}
 	for _, k := range deletes {
 		if err := checkKey(k); err != nil {
-			return nil, fmt.Errorf("manifest update: delete: %w", err)
+			return nil, nil, fmt.Errorf("manifest update: delete: %w", err)
 		}
 		if _, ok := puts[k]; ok {
-			return nil, fmt.Errorf("manifest update: %s is both put and deleted", k)
+			return nil, nil, fmt.Errorf("manifest update: %s is both put and deleted", k)
 		}
 	}
-	if len(puts) == 0 && len(deletes) == 0 {
-		return m, nil
-	}
-
-	store := newWritableStore(m.dserv)
+	store := newWritableStore(m.dserv, w)
 	if m.version.Defined() {
 		store.have[m.info.Entries] = true // loaded from the DAGService
+		store.loaded[m.info.Entries] = m.root
+	}
+	if len(puts) == 0 && len(deletes) == 0 {
+		return m, store, nil
 	}
 	sh, err := hamt.NewHamtFromDag(store, m.root)
 	if err != nil {
-		return nil, fmt.Errorf("manifest update: %w", err)
+		return nil, nil, fmt.Errorf("manifest update: %w", err)
 	}
 	sh.SetCidBuilder(shardCIDBuilder)
 
@@ -181,12 +191,12 @@ func (m *Manifest) Update(ctx context.Context, puts map[string]cid.Cid, deletes 
 	for _, k := range sortedUnique(deletes) {
 		_, err := sh.Take(ctx, k)
 		if rerr := store.readErr(); rerr != nil {
-			return nil, fmt.Errorf("manifest update: delete %s: %w", k, rerr)
+			return nil, nil, fmt.Errorf("manifest update: delete %s: %w", k, rerr)
 		}
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:
-			return nil, fmt.Errorf("manifest update: delete %s: %w", k, err)
+			return nil, nil, fmt.Errorf("manifest update: delete %s: %w", k, err)
 		case isStorePathKey(k):
 			delta--
 		}
@@ -195,7 +205,7 @@ func (m *Manifest) Update(ctx context.Context, puts map[string]cid.Cid, deletes 
 		c := puts[k]
 		old, err := sh.Find(ctx, k)
 		if rerr := store.readErr(); rerr != nil {
-			return nil, fmt.Errorf("manifest update: put %s: %w", k, rerr)
+			return nil, nil, fmt.Errorf("manifest update: put %s: %w", k, rerr)
 		}
 		switch {
 		case err == nil && old.Cid.Equals(c):
@@ -205,26 +215,26 @@ func (m *Manifest) Update(ctx context.Context, puts map[string]cid.Cid, deletes 
 				delta++
 			}
 		case err != nil:
-			return nil, fmt.Errorf("manifest update: put %s: %w", k, err)
+			return nil, nil, fmt.Errorf("manifest update: put %s: %w", k, err)
 		}
 		if err := sh.SetLink(ctx, k, &ipld.Link{Cid: c}); err != nil {
-			return nil, fmt.Errorf("manifest update: put %s: %w", k, err)
+			return nil, nil, fmt.Errorf("manifest update: put %s: %w", k, err)
 		}
 		if rerr := store.readErr(); rerr != nil {
-			return nil, fmt.Errorf("manifest update: put %s: %w", k, rerr)
+			return nil, nil, fmt.Errorf("manifest update: put %s: %w", k, rerr)
 		}
 	}
 
 	nd, err := sh.Node()
 	if err != nil {
-		return nil, fmt.Errorf("manifest update: encode HAMT: %w", err)
+		return nil, nil, fmt.Errorf("manifest update: encode HAMT: %w", err)
 	}
 	if nd.Cid().Equals(m.info.Entries) {
-		return m, nil
+		return m, store, nil
 	}
 	root, err := decodeRoot(nd)
 	if err != nil {
-		return nil, fmt.Errorf("manifest update: new root: %w", err)
+		return nil, nil, fmt.Errorf("manifest update: new root: %w", err)
 	}
 	next := Version{
 		Entries: nd.Cid(),
@@ -235,15 +245,15 @@ func (m *Manifest) Update(ctx context.Context, puts map[string]cid.Cid, deletes 
 	}
 	vnd, err := versionBlock(next)
 	if err != nil {
-		return nil, fmt.Errorf("manifest update: %w", err)
+		return nil, nil, fmt.Errorf("manifest update: %w", err)
 	}
 	if err := store.flush(ctx); err != nil {
-		return nil, fmt.Errorf("manifest update: %w", err)
+		return nil, nil, fmt.Errorf("manifest update: %w", err)
 	}
-	if err := m.dserv.Add(ctx, vnd); err != nil {
-		return nil, fmt.Errorf("manifest update: write version %d: %w", next.Seq, err)
+	if err := w.Add(ctx, vnd); err != nil {
+		return nil, nil, fmt.Errorf("manifest update: write version %d: %w", next.Seq, err)
 	}
-	return &Manifest{dserv: m.dserv, version: vnd.Cid(), info: next, root: root}, nil
+	return &Manifest{dserv: m.dserv, version: vnd.Cid(), info: next, root: root}, store, nil
 }
 
 // Walk calls fn for every entry, in the order of the keys' hashes (stable for

@@ -164,21 +164,27 @@ func checkSubShard(c cid.Cid, entries []shardEntry) error {
 // hamtStore is the DAGService boxo's HAMT code is given. Reads are checked
 // (decodeShard) before boxo sees them. Writes, when enabled, are held back so
 // an Update writes only the shards that changed, once, after it succeeded:
-// boxo writes every loaded shard on Node(), each of them twice.
+// boxo writes every loaded shard on Node(), each of them twice. A writable
+// store keeps what it read and wrote, so that the diff of the old and new
+// version (which reads just those shards) reads nothing from base.
 type hamtStore struct {
 	base ipld.DAGService
+	out  ipld.DAGService // where flush writes
 
 	mu      sync.Mutex
 	err     error                 // the first read error: boxo may wrap it as "not found"
 	have    map[cid.Cid]bool      // blocks base already holds
+	loaded  map[cid.Cid]ipld.Node // shards read from base, decoded
 	pending map[cid.Cid]ipld.Node // nil: read-only
 	order   []ipld.Node           // pending in write order, children before parents
 }
 
 var _ ipld.DAGService = (*hamtStore)(nil)
 
-func newWritableStore(base ipld.DAGService) *hamtStore {
-	return &hamtStore{base: base, have: map[cid.Cid]bool{}, pending: map[cid.Cid]ipld.Node{}}
+// newWritableStore reads from base and flushes to out.
+func newWritableStore(base, out ipld.DAGService) *hamtStore {
+	return &hamtStore{base: base, out: out, have: map[cid.Cid]bool{},
+		loaded: map[cid.Cid]ipld.Node{}, pending: map[cid.Cid]ipld.Node{}}
 }
 
 func (s *hamtStore) fail(err error) error {
@@ -201,6 +207,9 @@ func (s *hamtStore) readErr() error {
 func (s *hamtStore) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	s.mu.Lock()
 	nd, ok := s.pending[c]
+	if !ok {
+		nd, ok = s.loaded[c]
+	}
 	s.mu.Unlock()
 	if ok {
 		return nd, nil
@@ -222,6 +231,7 @@ func (s *hamtStore) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if s.have != nil {
 		s.mu.Lock()
 		s.have[c] = true
+		s.loaded[c] = pb
 		s.mu.Unlock()
 	}
 	return pb, nil
@@ -273,7 +283,7 @@ func (s *hamtStore) RemoveMany(context.Context, []cid.Cid) error {
 	return errors.New("manifest HAMT: remove is not supported")
 }
 
-// flush writes the pending shards to base, children before parents, so a
+// flush writes the pending shards to out, children before parents, so a
 // crash never leaves a stored shard whose children are missing.
 func (s *hamtStore) flush(ctx context.Context) error {
 	s.mu.Lock()
@@ -282,7 +292,7 @@ func (s *hamtStore) flush(ctx context.Context) error {
 	if len(nodes) == 0 {
 		return nil
 	}
-	if err := s.base.AddMany(ctx, nodes); err != nil {
+	if err := s.out.AddMany(ctx, nodes); err != nil {
 		return fmt.Errorf("write %d HAMT shards: %w", len(nodes), err)
 	}
 	return nil

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"io"
 	"testing"
@@ -10,8 +9,6 @@ import (
 	"github.com/ipfs/boxo/path"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	iface "github.com/ipfs/kubo/core/coreiface"
-	"github.com/ipfs/kubo/core/coreiface/options"
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
@@ -63,14 +60,14 @@ func backendSuite(t *testing.T, n *ipfsnode.Node) {
 	})
 
 	t.Run("aborted write pins nothing", func(t *testing.T) {
-		before := pinSet(t, c, n)
+		before := pinSet(t, c, n.API, "all")
 		bw, err := n.NewBlockWriter(c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		bw.Put(c, raw([]byte("half an import")))
 		bw.Abort()
-		if got := pinSet(t, c, n); len(got) != len(before) {
+		if got := pinSet(t, c, n.API, "all"); len(got) != len(before) {
 			t.Fatalf("pins changed: %d -> %d", len(before), len(got))
 		}
 	})
@@ -81,7 +78,7 @@ func backendSuite(t *testing.T, n *ipfsnode.Node) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !pinSet(t, c, n)[res.Root.String()] {
+		if !pinSet(t, c, n.API, "all")[res.Root] {
 			t.Fatalf("root %s not pinned", res.Root)
 		}
 		var out bytes.Buffer
@@ -92,21 +89,6 @@ func backendSuite(t *testing.T, n *ipfsnode.Node) {
 			t.Fatal("rendered NAR differs")
 		}
 	})
-}
-
-func pinSet(t *testing.T, c context.Context, n *ipfsnode.Node) map[string]bool {
-	t.Helper()
-	set := map[string]bool{}
-	ch := make(chan iface.Pin)
-	errc := make(chan error, 1)
-	go func() { errc <- n.API.Pin().Ls(c, ch, options.Pin.Ls.All()) }()
-	for p := range ch {
-		set[p.Path().RootCid().String()] = true
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	return set
 }
 
 func TestBackendEmbedded(t *testing.T) {

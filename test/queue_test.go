@@ -225,8 +225,9 @@ func recordedManifest(t *testing.T, dataDir string) (cid.Cid, map[string]string)
 }
 
 // TestQueueKillDaemon kills the daemon (SIGKILL) while it works through
-// the queue: once mid-queue, then three times while it holds the manifest's
-// update lock (an update in progress). After each kill the recorded
+// the queue: once mid-queue, then up to three times while it holds the
+// manifest's update lock (an update in progress, or the old version's pins
+// being dropped after it), as long as an update is left to interrupt. After each kill the recorded
 // manifest is a complete version; after the last restart every queued path
 // is recorded exactly once, with Nix's NarHash, and the queue is empty.
 func TestQueueKillDaemon(t *testing.T) {
@@ -260,13 +261,20 @@ func TestQueueKillDaemon(t *testing.T) {
 
 	// Mid-update: kill as soon as another process holds the manifest lock.
 	lockFile := filepath.Join(n.dataDir, "manifest.lock")
+	kills := 0
 	for round := range 3 {
 		if depth() == 0 {
-			t.Fatalf("round %d: the queue emptied before a kill", round)
+			// Killed while it dropped the old version's pins (under the
+			// lock), after the queue had let go of every entry.
+			t.Logf("round %d: the queue emptied before the kill", round+1)
+			break
 		}
 		d := n.daemon(t)
 		held := false
-		waitUntil(t, "the daemon to take the manifest lock", 2*time.Minute, func() bool {
+		waitUntil(t, "the daemon to take the manifest lock or empty the queue", 2*time.Minute, func() bool {
+			if depth() == 0 {
+				return true
+			}
 			f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
 			if err != nil {
 				t.Fatal(err)
@@ -284,13 +292,23 @@ func TestQueueKillDaemon(t *testing.T) {
 			return false
 		})
 		if !held {
-			t.Fatal("not killed mid-update")
+			// The last kill came after the last version was recorded
+			// (the daemon drops old pins under the lock after recording)
+			// and before the queue let go of its entries: they were all
+			// recorded, so the queue emptied without an update to kill.
+			d.stop()
+			t.Logf("round %d: the queue emptied without an update (its entries were recorded before the last kill)", round+1)
+			break
 		}
+		kills++
 		before := v
 		v, rec = recordedManifest(t, n.dataDir)
 		t.Logf("killed mid-update %d: version %s (advanced: %v) with %d paths, %d entries waiting", round+1, v, !v.Equals(before), len(rec), depth())
 	}
 
+	if kills == 0 {
+		t.Fatal("the daemon was never killed mid-update")
+	}
 	d = n.daemon(t)
 	waitUntil(t, "the queue to empty", 3*time.Minute, func() bool { return depth() == 0 })
 	d.stop()

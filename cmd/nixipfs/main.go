@@ -165,7 +165,7 @@ func (g *globals) openWith(ctx context.Context, opts ipfsnode.Options) (*ipfsnod
 
 // manifest opens this node's own manifest.
 func (g *globals) manifest(node *ipfsnode.Node) *manifests.Local {
-	return manifests.OpenLocal(g.dataDir, node.API)
+	return manifests.OpenLocalNode(g.dataDir, node)
 }
 
 func (g *globals) nixStore() *nixstore.Store { return nixstore.New(g.store) }

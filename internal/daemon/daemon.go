@@ -145,7 +145,10 @@ func Run(ctx context.Context, cfg Config) error {
 		apiErr = errc
 	}
 
-	local := manifests.OpenLocal(cfg.DataDir, cfg.Node.API)
+	local := manifests.OpenLocalNode(cfg.DataDir, cfg.Node)
+	// Publish new versions without waiting for the old ones' pins to go.
+	local.ReleaseInBackground()
+	defer local.Wait()
 	if v, err := local.CurrentVersion(); err == nil && v.Defined() {
 		// Announce the current version: publishes made while offline reach
 		// peers now.

@@ -100,6 +100,8 @@ type Node struct {
 	embedded *core.IpfsNode
 	rpc      *rpc.HttpApi
 	repoPath string
+
+	pinBatch sync.Mutex // one PinDirect or Unpin batch at a time
 }
 
 // Kind reports "embedded" or "external".

@@ -46,7 +46,7 @@ func profile(args []string) error {
 		return err
 	}
 	defer node.Close()
-	local := manifests.OpenLocal(*dataDir, node.API)
+	local := manifests.OpenLocalNode(*dataDir, node)
 
 	if *cpu != "" {
 		f, err := os.Create(*cpu)
