@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -270,27 +271,7 @@ func TestQueueKillDaemon(t *testing.T) {
 			break
 		}
 		d := n.daemon(t)
-		held := false
-		waitUntil(t, "the daemon to take the manifest lock or empty the queue", 2*time.Minute, func() bool {
-			if depth() == 0 {
-				return true
-			}
-			f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				d.kill()
-				held = true
-				return true
-			}
-			if err == nil {
-				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-			}
-			return false
-		})
+		held := killWhenLocked(t, lockFile, d, func() bool { return depth() == 0 })
 		if !held {
 			// The last kill came after the last version was recorded
 			// (the daemon drops old pins under the lock after recording)
@@ -324,5 +305,41 @@ func TestQueueKillDaemon(t *testing.T) {
 		if rec[p] != hashes[i] {
 			t.Errorf("%s: recorded NarHash %q, Nix has %s", p, rec[p], hashes[i])
 		}
+	}
+}
+
+// killWhenLocked kills d as soon as it holds the flock on lockFile, and
+// reports whether it did; it gives up when done reports true. The check
+// runs in a tight loop rather than on a timer: a batched manifest update
+// holds the lock for a few milliseconds only. While the test holds the lock
+// itself for its probe, the daemon waits for it, and the next probe finds
+// it taken.
+func killWhenLocked(t *testing.T, lockFile string, d running, done func() bool) bool {
+	t.Helper()
+	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; ; i++ {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			d.kill()
+			return true
+		}
+		if err != nil {
+			t.Fatalf("flock %s: %v", lockFile, err)
+		}
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		if i%1000 == 0 {
+			if done() {
+				return false
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the daemon did not take the manifest lock within 2 minutes")
+			}
+		}
+		runtime.Gosched()
 	}
 }
