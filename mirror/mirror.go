@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nixipfs/nixipfs/internal/backoff"
 )
 
 // Sink is where verified files go: the IPFS import and the manifest, kept
@@ -499,14 +501,7 @@ func (r *run) fetch(ctx context.Context, e Entry, u string) (*download, error) {
 // time up to a minute, jittered by ±50% so that parallel workers hitting
 // one failing server do not come back in step; longer if the server asked.
 func (r *run) backoff(attempt int, after time.Duration) time.Duration {
-	d := r.opts.Backoff
-	for range attempt {
-		if d >= maxBackoff {
-			break
-		}
-		d *= 2
-	}
-	d = min(d, maxBackoff)
+	d := backoff.Doubling(r.opts.Backoff, maxBackoff, attempt+1)
 	d = d/2 + rand.N(d)
 	if after > d {
 		d = min(after, maxRetryAfter)

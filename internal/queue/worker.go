@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nixipfs/nixipfs/internal/backoff"
 	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/nixstore"
 	"github.com/nixipfs/nixipfs/internal/publish"
@@ -47,13 +48,7 @@ type Worker struct {
 }
 
 // DefaultBackoff doubles from 1 s up to 5 min.
-func DefaultBackoff(n int) time.Duration {
-	d := time.Second
-	for i := 1; i < n && d < 5*time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Minute)
-}
+func DefaultBackoff(n int) time.Duration { return backoff.Doubling(time.Second, 5*time.Minute, n) }
 
 func (w *Worker) defaults() {
 	if w.Interval <= 0 {

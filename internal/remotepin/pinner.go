@@ -18,6 +18,7 @@ import (
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 
 	"github.com/nixipfs/nixipfs/internal/atomicfile"
+	"github.com/nixipfs/nixipfs/internal/backoff"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -178,13 +179,7 @@ func (p *Pinner) defaults() {
 }
 
 // defaultBackoff doubles from 2 s up to 10 min.
-func defaultBackoff(n int) time.Duration {
-	d := 2 * time.Second
-	for i := 1; i < n && d < 10*time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, 10*time.Minute)
-}
+func defaultBackoff(n int) time.Duration { return backoff.Doubling(2*time.Second, 10*time.Minute, n) }
 
 // Wake makes the next round start now (after a manifest update, say). It
 // never blocks; without it, the next round starts within Interval.
