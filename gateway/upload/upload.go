@@ -259,7 +259,7 @@ func (h *Handler) putNAR(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	h.pending[name] = pd
 	pd.timer = time.AfterFunc(h.cfg.PendingTTL, func() {
-		if h.take(name, pd) {
+		if h.take(name, pd) != nil {
 			h.cfg.Logger.Warn("uploaded NAR discarded: its narinfo never came", "file", name, "after", h.cfg.PendingTTL)
 			pd.p.Discard()
 		}
@@ -269,18 +269,18 @@ func (h *Handler) putNAR(w http.ResponseWriter, r *http.Request, name string) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// take removes name's pending NAR if it is still pd (nil: whatever it is)
-// and reports whether it did.
-func (h *Handler) take(name string, pd *pending) bool {
+// take removes and returns name's pending NAR, if there is one and it is
+// only (nil: whichever it is); else it returns nil.
+func (h *Handler) take(name string, only *pending) *pending {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cur, ok := h.pending[name]
-	if !ok || (pd != nil && cur != pd) {
-		return false
+	cur := h.pending[name]
+	if cur == nil || (only != nil && cur != only) {
+		return nil
 	}
 	delete(h.pending, name)
 	cur.timer.Stop()
-	return true
+	return cur
 }
 
 func decompress(ext string, r io.Reader) (io.Reader, func(), error) {
@@ -317,10 +317,8 @@ func (h *Handler) putNarinfo(w http.ResponseWriter, r *http.Request, name string
 		h.badRequest(w, name, fmt.Errorf("not a narinfo: %w", err))
 		return
 	}
-	h.mu.Lock()
-	pd := h.pending[ni.URL]
-	h.mu.Unlock()
-	if pd == nil || !h.take(ni.URL, pd) {
+	pd := h.take(ni.URL, nil)
+	if pd == nil {
 		h.badRequest(w, name, fmt.Errorf("its NAR %s was not uploaded here, or waited more than %s for this narinfo; upload it first", ni.URL, h.cfg.PendingTTL))
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
@@ -27,9 +28,10 @@ import (
 type Upload struct {
 	Result ipldnar.Result
 	p      *Publisher
-	// release ends the GC hold; once makes Record and Discard safe to race.
+	// release ends the GC hold (once, however often it is called); claimed
+	// is set by the first Record or Discard.
 	release func()
-	once    sync.Once
+	claimed atomic.Bool
 }
 
 // ImportUpload streams nar into the node as a UnixFS DAG. On error nothing
@@ -51,11 +53,14 @@ func (p *Publisher) ImportUpload(ctx context.Context, nar io.Reader) (*Upload, e
 		unlock()
 		return nil, fmt.Errorf("import upload: %w", err)
 	}
-	return &Upload{Result: res, p: p, release: unlock}, nil
+	return &Upload{Result: res, p: p, release: sync.OnceFunc(unlock)}, nil
 }
 
 // Discard drops an upload that will not be recorded.
-func (u *Upload) Discard() { u.once.Do(u.release) }
+func (u *Upload) Discard() {
+	u.claimed.Store(true)
+	u.release()
+}
 
 // InvalidUploadError is a Record error that is the upload's fault (its NAR
 // or its references), not ours.
@@ -75,27 +80,14 @@ var ErrRecorded = errors.New("upload already recorded or discarded")
 // or found by lookup (a followed manifest's record). On any error nothing
 // is recorded and the upload is discarded.
 func (u *Upload) Record(ctx context.Context, ni nixstore.PathInfo, lookup func(ctx context.Context, hashPart string) (*manifests.PathInfo, error)) (Result, error) {
-	res, err := u.record(ctx, ni, lookup)
-	u.Discard()
-	return res, err
-}
-
-func (u *Upload) record(ctx context.Context, ni nixstore.PathInfo, lookup func(ctx context.Context, hashPart string) (*manifests.PathInfo, error)) (Result, error) {
 	p, api := u.p, u.p.Node.API
-	first := false
-	u.once.Do(func() { first = true })
-	if !first {
+	if u.claimed.Swap(true) {
 		return Result{}, ErrRecorded
 	}
 	// The GC hold ends once the DAG is pinned (or on any error before):
 	// the manifest update takes the pin lock itself, and a second hold on
 	// it would deadlock behind a waiting GC.
-	held := true
-	defer func() {
-		if held {
-			u.release()
-		}
-	}()
+	defer u.release()
 
 	got := "sha256:" + nixbase32.EncodeToString(u.Result.NarHash[:])
 	if got != ni.NarHash || u.Result.NarSize != ni.NarSize {
@@ -108,7 +100,6 @@ func (u *Upload) record(ctx context.Context, ni nixstore.PathInfo, lookup func(c
 	}
 	if c, err := cur.Get(ctx, manifests.KeyStorePath(manifests.HashPart(ni.Path))); err == nil {
 		if rec, err := manifests.Load(ctx, api, c); err == nil && rec.StorePath == ni.Path && rec.NarHashString() == ni.NarHash {
-			held = false
 			u.release()
 			res, rec, err := p.resign(ctx, rec, c, ni.Signatures)
 			if err != nil || rec == nil {
@@ -140,7 +131,6 @@ func (u *Upload) record(ctx context.Context, ni nixstore.PathInfo, lookup func(c
 	if err := p.Node.PinWritten(ctx, u.Result.Root); err != nil {
 		return Result{}, fmt.Errorf("record %s: %w", ni.Path, err)
 	}
-	held = false
 	u.release()
 	c, err := manifests.Store(ctx, api, rec)
 	if err != nil {
