@@ -26,7 +26,8 @@ import (
 // the credential and for a NAR that is not what its narinfo says, with
 // nothing recorded either time; taken with it; and then substituted by
 // another store, with require-sigs, from a second node that follows the
-// first. Under Debian 12's Nix and Debian 13's.
+// first and fetches the blocks (empty files included) from it. Under
+// Debian 12's Nix and Debian 13's.
 func TestUpload(t *testing.T) {
 	nixEnv(t)
 	eachNix(t, uploadScenario)
@@ -35,14 +36,20 @@ func TestUpload(t *testing.T) {
 func uploadScenario(t *testing.T) {
 	storeA := nixtest.Store(t)
 	top, all := nixtest.BuildClosure(t, storeA)
-	origPub := nixtest.Sign(t, storeA, "uploader-1", all...)
+	// Beside the built closure, a path shaped like real ones: empty files
+	// and directories, symlinks, a multi-block file, many small files.
+	dir := filepath.Join(t.TempDir(), "content")
+	realTree(t, dir, 3<<20, 500)
+	content := nixtest.AddPath(t, storeA, dir)
+	uploaded := append(slices.Clone(all), content)
+	origPub := nixtest.Sign(t, storeA, "uploader-1", uploaded...)
 	// A second trusted key, for the hand-made uploads below.
 	sk, pk, err := signature.GenerateKeypair("test-upload-1", rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	dir := t.TempDir()
+	dir = t.TempDir()
 	token := "s3cret-upload-token-0123456789"
 	tokenFile := filepath.Join(dir, "token")
 	writeFile(t, tokenFile, []byte(token+"\n"))
@@ -66,7 +73,7 @@ func uploadScenario(t *testing.T) {
 			to += "?compression=" + compression
 		}
 		_, errOut, err := runErr([]string{"NIX_CONFIG=" + nixtest.Config + conf},
-			"nix", "--extra-experimental-features", "nix-command", "copy", "--from", storeA, "--to", to, top)
+			"nix", "--extra-experimental-features", "nix-command", "copy", "--from", storeA, "--to", to, top, content)
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, errOut)
 		}
@@ -81,7 +88,7 @@ func uploadScenario(t *testing.T) {
 		if !strings.Contains(err.Error(), "401") {
 			t.Errorf("the refusal does not say 401: %v", err)
 		}
-		for _, p := range all {
+		for _, p := range uploaded {
 			if served(da.url, p) {
 				t.Errorf("%s recorded by an upload without the credential", p)
 			}
@@ -126,15 +133,15 @@ func uploadScenario(t *testing.T) {
 			t.Fatalf("nix copy --to the gateway with the token: %v\n%s", err, da.log())
 		}
 		t.Logf("nix copy --to the gateway: %s", time.Since(start).Round(time.Millisecond))
-		for _, p := range all {
+		for _, p := range uploaded {
 			if !served(da.url, p) {
 				t.Errorf("%s not served after the upload", p)
 			}
 		}
 		// A NAR and a narinfo per path; the refusals above were counted.
 		m := scrape(t, da.url)
-		if ok := m[sample("nixipfs_http_requests_total", "code", "200", "endpoint", "upload")]; ok != float64(2*len(all)+1) {
-			t.Errorf("%v uploads answered 200, want %d", ok, 2*len(all)+1)
+		if ok := m[sample("nixipfs_http_requests_total", "code", "200", "endpoint", "upload")]; ok != float64(2*len(uploaded)+1) {
+			t.Errorf("%v uploads answered 200, want %d", ok, 2*len(uploaded)+1)
 		}
 	})
 
@@ -146,7 +153,7 @@ func uploadScenario(t *testing.T) {
 			if err := nixCopyTo(d.url, "netrc-file = "+netrc+"\n", c); err != nil {
 				t.Fatalf("nix copy --to the gateway?compression=%s: %v\n%s", c, err, d.log())
 			}
-			for _, p := range all {
+			for _, p := range uploaded {
 				if !served(d.url, p) {
 					t.Errorf("%s not served after the upload", p)
 				}
@@ -179,10 +186,11 @@ func uploadScenario(t *testing.T) {
 	b := newNode(t, "", nil)
 	db := b.daemon(t, "--peer", loopbackPeer(t, da), "--follow", a.manifestName(t))
 	waitServed(t, db.url, top, 30*time.Second)
+	waitServed(t, db.url, content, 30*time.Second)
 	storeB := nixtest.Store(t)
 	nixCopyBounded(t, []string{"NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + origPub + "\n"},
-		3*time.Minute, "--from", db.url, "--to", storeB, top)
-	for _, p := range all {
+		3*time.Minute, "--from", db.url, "--to", storeB, top, content)
+	for _, p := range uploaded {
 		if pa, pb := pathInfo(t, storeA, p), pathInfo(t, storeB, p); pa.NarHash != pb.NarHash || pa.NarSize != pb.NarSize {
 			t.Errorf("%s: %s/%d through B, %s/%d in A", p, pb.NarHash, pb.NarSize, pa.NarHash, pa.NarSize)
 		}
