@@ -3,6 +3,8 @@ package ipfsnode
 import (
 	"strings"
 	"testing"
+
+	"github.com/ipfs/kubo/config"
 )
 
 // TestDiscoveryOptIn checks the config transformation only (no node is
@@ -55,5 +57,21 @@ func TestDiscoveryOptIn(t *testing.T) {
 	applyDiscovery(cfg, []string{"mdns"}, []string{"/ip4/127.0.0.1/tcp/0"})
 	if !isLoopback(cfg.Addresses.Swarm[0]) {
 		t.Fatal("--swarm-listen overridden")
+	}
+}
+
+func TestProvideRoots(t *testing.T) {
+	cfg, err := closedConfig(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	provideRoots(cfg)
+	if got := cfg.Provide.Strategy.WithDefault(""); got != "roots" {
+		t.Fatalf("new repo: Provide.Strategy %q, want roots", got)
+	}
+	cfg.Provide.Strategy = config.NewOptionalString("all")
+	provideRoots(cfg)
+	if got := cfg.Provide.Strategy.WithDefault(""); got != "all" {
+		t.Fatalf("a strategy set by hand became %q", got)
 	}
 }

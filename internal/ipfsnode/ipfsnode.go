@@ -301,6 +301,21 @@ func enforceClosed(cfg *config.Config) {
 	cfg.Addresses.Swarm = swarm
 }
 
+// provideRoots makes an embedded node announce only the roots of its
+// recursive pins and its direct pins, unless the repo's config names a
+// strategy. kubo announces every block by default ("all"): at each start its
+// provider then re-reads every block key of the repo into a keystore it
+// rewrites, which kept a core busy for seconds on a 1 GB repo while the first
+// requests waited. Peers find what they fetch through its root (a bitswap
+// session asks the providers of a DAG's root for the rest, and gc
+// --min-replicas counts the holders of roots), so that is all a nixipfs node
+// needs to announce.
+func provideRoots(cfg *config.Config) {
+	if cfg.Provide.Strategy.IsDefault() {
+		cfg.Provide.Strategy = config.NewOptionalString("roots")
+	}
+}
+
 func isLoopback(addr string) bool {
 	a, err := ma.NewMultiaddr(addr)
 	if err != nil {
@@ -337,6 +352,7 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("read IPFS config: %w", err)
 	}
 	enforceClosed(cfg)
+	provideRoots(cfg)
 	if len(opts.SwarmListen) > 0 {
 		cfg.Addresses.Swarm = opts.SwarmListen
 	}
