@@ -2,9 +2,16 @@
 // gateway serves a NAR it has rendered and verified once straight from a
 // file (sendfile from the page cache) instead of rendering it from the
 // blockstore again. A NAR enters the cache only after its bytes matched the
-// NarHash they were asked for, and is fsynced before it becomes visible, so
-// the cache holds verified NARs only. When the cache is over its bound, the
-// least recently used NARs are removed.
+// NarHash they were asked for, so the cache holds verified NARs only. When
+// the cache is over its bound, the least recently used NARs are removed.
+//
+// NARs are not fsynced one by one: on a first pass over a closure that was
+// one fsync per NAR, and those syncs held up the renders of the NARs after
+// them (all of W2's first requests took 15% longer). Instead a marker file
+// says that the directory holds NARs written since the last sync: Close
+// syncs them and removes it. If a process stops without Close, the next Open
+// finds the marker and drops every NAR written after it, which a crash may
+// have left with the right size but not the right bytes.
 package narcache
 
 import (
@@ -19,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -31,12 +39,14 @@ type Cache struct {
 	dir string
 	max int64
 
-	mu      sync.Mutex
-	size    int64                    // bytes of the committed NARs
-	lru     *list.List               // *entry, most recently used first
-	byName  map[string]*list.Element // committed NARs
-	writing map[string]bool          // NARs being written
-	commits sync.WaitGroup
+	mu       sync.Mutex
+	size     int64                    // bytes of the committed NARs
+	lru      *list.List               // *entry, most recently used first
+	byName   map[string]*list.Element // committed NARs
+	writing  map[string]bool          // NARs being written
+	dirty    bool                     // the marker exists: unsynced NARs may be written
+	unsynced map[string]bool          // NARs committed since the last sync
+	commits  sync.WaitGroup
 }
 
 type entry struct {
@@ -47,11 +57,19 @@ type entry struct {
 const (
 	narSuffix = ".nar"
 	tmpSuffix = ".tmp"
+	// marker is the file that says NARs written after it may not be on
+	// disk yet (see the package comment).
+	marker = ".unsynced"
+	// markerSlack is how much older than the marker a NAR of a crashed
+	// process may look and still be dropped: the file system's clock is
+	// coarse, and a step of the system clock moves it back.
+	markerSlack = time.Minute
 )
 
 // Open opens the cache in dir (created if missing) holding at most max bytes
 // of NARs. What an earlier process left is kept, least recently modified
-// first out; unfinished files are removed.
+// first out; unfinished files are removed, and so are the NARs a process
+// that stopped without Close wrote after its last sync.
 func Open(dir string, max int64) (*Cache, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("NAR cache %s: size bound %d is not positive", dir, max)
@@ -63,7 +81,13 @@ func Open(dir string, max int64) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("NAR cache: %w", err)
 	}
-	c := &Cache{dir: dir, max: max, lru: list.New(), byName: map[string]*list.Element{}, writing: map[string]bool{}}
+	c := &Cache{dir: dir, max: max, lru: list.New(), byName: map[string]*list.Element{}, writing: map[string]bool{}, unsynced: map[string]bool{}}
+	var unsyncedSince time.Time
+	crashed := false
+	if fi, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+		crashed, unsyncedSince = true, fi.ModTime().Add(-markerSlack)
+	}
+	var dropped int
 	type found struct {
 		entry
 		mtime int64
@@ -80,7 +104,21 @@ func Open(dir string, max int64) (*Cache, error) {
 		if !ok || err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
 			continue // not ours, or not whole: leave it alone, never serve it
 		}
+		if crashed && !fi.ModTime().Before(unsyncedSince) {
+			os.Remove(filepath.Join(dir, name))
+			dropped++
+			continue
+		}
 		have = append(have, found{entry{name, size}, fi.ModTime().UnixNano()})
+	}
+	if crashed {
+		slog.Warn("NAR cache: the last process stopped without syncing it; dropped the NARs it wrote", "dir", dir, "dropped", dropped)
+		if err := os.Remove(filepath.Join(dir, marker)); err != nil {
+			return nil, fmt.Errorf("NAR cache: %w", err)
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, fmt.Errorf("NAR cache: %w", err)
+		}
 	}
 	sort.Slice(have, func(i, j int) bool { return have[i].mtime > have[j].mtime })
 	for _, f := range have {
@@ -118,8 +156,71 @@ func parseName(name string) (int64, bool) {
 	return size, err == nil && size > 0
 }
 
-// Close waits for NARs being committed.
-func (c *Cache) Close() { c.commits.Wait() }
+// Close waits for NARs being committed and syncs the NARs written since the
+// last sync. The cache stays usable: Close is also a checkpoint.
+func (c *Cache) Close() {
+	c.commits.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.dirty {
+		return
+	}
+	for name := range c.unsynced {
+		if err := syncFile(filepath.Join(c.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// The marker stays: the next Open drops what this run wrote.
+			slog.Warn("NAR cache: sync", "nar", name, "err", err)
+			return
+		}
+	}
+	if err := syncDir(c.dir); err != nil {
+		slog.Warn("NAR cache: sync", "dir", c.dir, "err", err)
+		return
+	}
+	if err := os.Remove(filepath.Join(c.dir, marker)); err != nil {
+		slog.Warn("NAR cache: remove the marker", "err", err)
+		return
+	}
+	if err := syncDir(c.dir); err != nil {
+		slog.Warn("NAR cache: sync", "dir", c.dir, "err", err)
+	}
+	c.dirty = false
+	clear(c.unsynced)
+}
+
+// markDirtyLocked creates the marker, durably, before the first NAR written
+// after a sync.
+func (c *Cache) markDirtyLocked() error {
+	if c.dirty {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(c.dir, marker), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(c.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("NAR cache marker: %w", err)
+	}
+	c.dirty = true
+	return nil
+}
+
+func syncFile(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncDir(dir string) error { return syncFile(dir) }
 
 // Size is the bytes of NARs the cache holds.
 func (c *Cache) Size() int64 {
@@ -162,6 +263,7 @@ func (c *Cache) forget(name string) {
 		c.size -= el.Value.(*entry).size
 		c.lru.Remove(el)
 		delete(c.byName, name)
+		delete(c.unsynced, name)
 	}
 }
 
@@ -176,6 +278,13 @@ func (c *Cache) Create(root cid.Cid, narHash []byte, size int64) *Writer {
 	c.mu.Lock()
 	if c.byName[name] != nil || c.writing[name] {
 		c.mu.Unlock()
+		return nil
+	}
+	// The marker goes first, so that every byte of this NAR is written
+	// after it (Open compares times).
+	if err := c.markDirtyLocked(); err != nil {
+		c.mu.Unlock()
+		slog.Warn("NAR cache: create", "err", err)
 		return nil
 	}
 	c.writing[name] = true
@@ -202,6 +311,7 @@ func (c *Cache) evictLocked() {
 		e := el.Value.(*entry)
 		c.lru.Remove(el)
 		delete(c.byName, e.name)
+		delete(c.unsynced, e.name)
 		c.size -= e.size
 		// A reader that has it open keeps reading the unlinked file.
 		if err := os.Remove(filepath.Join(c.dir, e.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -232,16 +342,20 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // Commit makes the NAR visible. Call it only once the bytes written matched
-// the NarHash and size the writer was created for. The file is synced and
+// the NarHash and size the writer was created for. The file is closed and
 // renamed in the background, so the response is not held up; until then
-// the NAR is simply not cached yet.
+// the NAR is simply not cached yet. It is synced at the next Close, or now
+// if a Close has happened since the writer was created.
 func (w *Writer) Commit() {
 	w.c.commits.Go(func() {
 		err := w.err
 		if err == nil && w.n != w.size {
 			err = fmt.Errorf("%d bytes written, want %d", w.n, w.size)
 		}
-		if err == nil {
+		w.c.mu.Lock()
+		dirty := w.c.dirty
+		w.c.mu.Unlock()
+		if err == nil && !dirty {
 			err = w.f.Sync()
 		}
 		if cerr := w.f.Close(); err == nil {
@@ -261,6 +375,9 @@ func (w *Writer) Commit() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		delete(c.writing, w.name)
+		if c.dirty {
+			c.unsynced[w.name] = true
+		}
 		c.byName[w.name] = c.lru.PushFront(&entry{w.name, w.size})
 		c.size += w.size
 		c.evictLocked()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
@@ -164,5 +165,60 @@ func TestReopenKeepsWholeNARsOnly(t *testing.T) {
 	}
 	if _, err := Open(dir, 0); err == nil {
 		t.Fatal("a zero bound was accepted")
+	}
+}
+
+// A process that stops without Close may leave NARs whose bytes never
+// reached the disk; the next Open drops what it wrote after the last sync
+// and keeps what was synced before.
+func TestCrashDropsUnsyncedNARs(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	synced, sdata, ssum := nar(t, 1000, 'a')
+	put(t, c, synced, sdata, ssum) // put ends with Close: a sync
+	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+		t.Fatal("the marker is left after Close")
+	}
+	// Make the synced NAR older than the marker's slack, as a NAR written
+	// in an earlier run is.
+	old := time.Now().Add(-2 * markerSlack)
+	if err := os.Chtimes(filepath.Join(dir, Name(synced, ssum, 1000)), old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next NAR is committed, and the process dies before Close.
+	crashed, cdata, csum := nar(t, 2000, 'b')
+	w := c.Create(crashed, csum, 2000)
+	w.Write(cdata)
+	w.Commit()
+	c.commits.Wait()
+	if _, err := os.Stat(filepath.Join(dir, marker)); err != nil {
+		t.Fatalf("no marker while a NAR is unsynced: %v", err)
+	}
+	if got := read(t, c, crashed, csum, 2000); !bytes.Equal(got, cdata) {
+		t.Fatal("the committed NAR is not served before the crash")
+	}
+
+	c2, err := Open(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Open(crashed, csum, 2000) != nil {
+		t.Fatal("a NAR written after the last sync survived the crash")
+	}
+	if _, err := os.Stat(filepath.Join(dir, Name(crashed, csum, 2000))); err == nil {
+		t.Fatal("the dropped NAR's file is left")
+	}
+	if got := read(t, c2, synced, ssum, 1000); !bytes.Equal(got, sdata) {
+		t.Fatal("a NAR synced before the crash was dropped")
+	}
+	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+		t.Fatal("the marker is left after Open cleaned up")
+	}
+	if c2.Size() != 1000 {
+		t.Fatalf("size %d, want 1000", c2.Size())
 	}
 }
