@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,7 @@ func mkw2(args []string) error {
 	modroot := fl.String("modroot", "", "Go module cache (GOMODCACHE)")
 	bb := fl.String("bb", "", "directory holding bin/{sh,cp,chmod,echo} of a static busybox")
 	limit := fl.Int("limit", 0, "at most this many modules (0: all)")
+	list := fl.String("modules", "", "only the modules (path@version, one a line, # comments) of this file, every one of which must be in the cache")
 	out := fl.String("o", "", "output .nix file")
 	_ = fl.Parse(args)
 	if *modroot == "" || *bb == "" || *out == "" {
@@ -43,6 +45,11 @@ func mkw2(args []string) error {
 	}
 	if len(mods) == 0 {
 		return fmt.Errorf("no module directories under %s", *modroot)
+	}
+	if *list != "" {
+		if mods, err = listedModules(mods, *list); err != nil {
+			return err
+		}
 	}
 	mods = selectModules(mods, *limit)
 	edges := link(mods)
@@ -113,6 +120,33 @@ func findModules(root string) ([]*module, error) {
 		return strings.Compare(a.path+"@"+a.version, b.path+"@"+b.version)
 	})
 	return mods, err
+}
+
+// listedModules keeps the modules named in the file list, so that W2 is
+// the same on every machine and stays so as the module cache grows.
+func listedModules(mods []*module, list string) ([]*module, error) {
+	b, err := os.ReadFile(list)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			want[line] = true
+		}
+	}
+	var kept []*module
+	for _, m := range mods {
+		if want[m.path+"@"+m.version] {
+			kept = append(kept, m)
+			delete(want, m.path+"@"+m.version)
+		}
+	}
+	if len(want) > 0 {
+		missing := slices.Sorted(maps.Keys(want))
+		return nil, fmt.Errorf("%s: %d modules are not in the module cache (go mod download them): %s", list, len(missing), strings.Join(missing, " "))
+	}
+	return kept, nil
 }
 
 // unescape undoes the module cache's case encoding ("!x" is "X").
