@@ -30,6 +30,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/internal/atomicfile"
 )
 
 // Cache is a directory of NARs, each named as its NAR URL is: the root of
@@ -116,7 +118,7 @@ func Open(dir string, max int64) (*Cache, error) {
 		if err := os.Remove(filepath.Join(dir, marker)); err != nil {
 			return nil, fmt.Errorf("NAR cache: %w", err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := atomicfile.Sync(dir); err != nil {
 			return nil, fmt.Errorf("NAR cache: %w", err)
 		}
 	}
@@ -166,22 +168,22 @@ func (c *Cache) Close() {
 		return
 	}
 	for name := range c.unsynced {
-		if err := syncFile(filepath.Join(c.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := atomicfile.Sync(filepath.Join(c.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// The marker stays: the next Open drops what this run wrote.
 			slog.Warn("NAR cache: sync", "nar", name, "err", err)
 			return
 		}
 	}
-	if err := syncDir(c.dir); err != nil {
-		slog.Warn("NAR cache: sync", "dir", c.dir, "err", err)
+	if err := atomicfile.Sync(c.dir); err != nil {
+		slog.Warn("NAR cache: sync", "err", err)
 		return
 	}
 	if err := os.Remove(filepath.Join(c.dir, marker)); err != nil {
 		slog.Warn("NAR cache: remove the marker", "err", err)
 		return
 	}
-	if err := syncDir(c.dir); err != nil {
-		slog.Warn("NAR cache: sync", "dir", c.dir, "err", err)
+	if err := atomicfile.Sync(c.dir); err != nil {
+		slog.Warn("NAR cache: sync", "err", err)
 	}
 	c.dirty = false
 	clear(c.unsynced)
@@ -193,16 +195,13 @@ func (c *Cache) markDirtyLocked() error {
 	if c.dirty {
 		return nil
 	}
-	f, err := os.OpenFile(filepath.Join(c.dir, marker), os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	name := filepath.Join(c.dir, marker)
+	err := os.WriteFile(name, nil, 0o600)
+	if err == nil {
+		err = atomicfile.Sync(name)
 	}
 	if err == nil {
-		err = syncDir(c.dir)
+		err = atomicfile.Sync(c.dir)
 	}
 	if err != nil {
 		return fmt.Errorf("NAR cache marker: %w", err)
@@ -210,17 +209,6 @@ func (c *Cache) markDirtyLocked() error {
 	c.dirty = true
 	return nil
 }
-
-func syncFile(name string) error {
-	f, err := os.Open(name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-func syncDir(dir string) error { return syncFile(dir) }
 
 // Size is the bytes of NARs the cache holds.
 func (c *Cache) Size() int64 {

@@ -61,6 +61,20 @@ func (f *File) Close() error {
 	return os.Remove(f.Name())
 }
 
+// Sync fsyncs the file or directory at path. Syncing a directory makes the
+// creations, renames and removals in it durable.
+func Sync(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
+}
+
 // WriteFile replaces path with data, atomically, with the given permissions.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
 	f, err := Create(path, perm)

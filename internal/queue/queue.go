@@ -170,13 +170,8 @@ func ownLike(path, ref string) error {
 
 // syncDir makes renames and removals in dir durable.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("queue: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("queue: sync %s: %w", dir, err)
+	if err := atomicfile.Sync(dir); err != nil {
+		return fmt.Errorf("queue: %w", err)
 	}
 	return nil
 }
