@@ -25,7 +25,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path"
 	"regexp"
 	"strings"
@@ -40,6 +39,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/nixipfs/nixipfs/internal/nixstore"
+	"github.com/nixipfs/nixipfs/internal/secretfile"
 	"github.com/nixipfs/nixipfs/ipldnar"
 )
 
@@ -453,14 +453,7 @@ const MinTokenLen = 16
 // LoadToken reads the upload token from file (surrounding white space
 // ignored). The file must be readable by its owner only, like a key.
 func LoadToken(file string) (string, error) {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return "", fmt.Errorf("upload token: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("upload token %s: mode %#o lets others read it; chmod 600 it", file, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(file)
+	b, err := secretfile.Read(file)
 	if err != nil {
 		return "", fmt.Errorf("upload token: %w", err)
 	}

@@ -3,7 +3,8 @@ package remotepin
 import (
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/nixipfs/nixipfs/internal/secretfile"
 )
 
 // Options are the remotes a node is configured with.
@@ -57,16 +58,6 @@ func Open(o Options) ([]Remote, error) {
 }
 
 func readSecret(name string) (string, error) {
-	fi, err := os.Stat(name)
-	if err != nil {
-		return "", err
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", name, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return "", err
-	}
-	return string(b), nil
+	b, err := secretfile.Read(name)
+	return string(b), err
 }
