@@ -2,9 +2,9 @@ package ipldnar
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
+	dag "github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -267,8 +267,9 @@ func (l *lookahead) need(s *slot) ipld.Node {
 }
 
 // The walk mirrors the order of Render's fetches (archive, node, fileData,
-// directory, hamtEntries). It checks only what it needs to find the links;
-// Render checks the rest. Each step returns false to end the walk.
+// directory, hamtEntries). It checks only what it needs to find the links
+// (a HAMT shard as Render does, with hamtLinks); Render checks the rest.
+// Each step returns false to end the walk.
 
 func (l *lookahead) walk(root cid.Cid) {
 	if s := l.add(root); s != nil {
@@ -305,7 +306,7 @@ func (l *lookahead) node(nd ipld.Node, depth int) bool {
 	case ft.TDirectory:
 		return l.directory(linkEntries(pn.Links()), depth)
 	case ft.THAMTShard:
-		entries, ok := l.hamtEntries(pn.Links(), fsn, nil, 0)
+		entries, ok := l.hamtEntries(pn, fsn, nil, 0)
 		return ok && l.directory(entries, depth)
 	}
 	return true
@@ -352,35 +353,23 @@ func (l *lookahead) directory(entries []dirEntry, depth int) bool {
 	return l.children(cids, func(nd ipld.Node) bool { return l.node(nd, depth+1) })
 }
 
-func (l *lookahead) hamtEntries(links []*ipld.Link, fsn *ft.FSNode, out []dirEntry, level int) ([]dirEntry, bool) {
+func (l *lookahead) hamtEntries(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry, level int) ([]dirEntry, bool) {
 	if level > 64 {
 		return nil, false
 	}
-	fanout := fsn.Fanout()
-	if fanout < 8 || fanout > 1024 {
+	out, shards, err := hamtLinks(pn, fsn, out)
+	if err != nil {
 		return nil, false
-	}
-	padLen := len(fmt.Sprintf("%X", fanout-1))
-	var shards []cid.Cid
-	for _, lk := range links {
-		switch {
-		case len(lk.Name) < padLen:
-			return nil, false
-		case len(lk.Name) == padLen:
-			shards = append(shards, lk.Cid)
-		default:
-			out = append(out, dirEntry{lk.Name[padLen:], lk.Cid})
-		}
 	}
 	l.hint(shards)
 	for _, c := range shards {
 		ok := l.child(c, func(nd ipld.Node) bool {
-			pn, cfsn, err := decodeUnixFS(nd)
+			cpn, cfsn, err := decodeUnixFS(nd)
 			if err != nil || cfsn.Type() != ft.THAMTShard {
 				return false
 			}
 			var ok bool
-			out, ok = l.hamtEntries(pn.Links(), cfsn, out, level+1)
+			out, ok = l.hamtEntries(cpn, cfsn, out, level+1)
 			return ok
 		})
 		if !ok {

@@ -357,42 +357,9 @@ func (r *renderer) hamtEntries(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry
 	if level > 64 {
 		return nil, errors.New("HAMT deeper than 64 levels")
 	}
-	if fsn.HashType() != hamt.HashMurmur3 {
-		return nil, fmt.Errorf("HAMT hash type 0x%x is not murmur3", fsn.HashType())
-	}
-	fanout := fsn.Fanout()
-	if fanout < 8 || fanout > 1024 || fanout&(fanout-1) != 0 {
-		return nil, fmt.Errorf("invalid HAMT fanout %d", fanout)
-	}
-	bf, err := bitfield.FromBytes(int(fanout), fsn.Data())
+	out, shards, err := hamtLinks(pn, fsn, out)
 	if err != nil {
-		return nil, fmt.Errorf("invalid HAMT bitfield: %w", err)
-	}
-	ones := 0
-	for _, b := range bf {
-		ones += bits.OnesCount8(b)
-	}
-	links := pn.Links()
-	if ones != len(links) {
-		return nil, fmt.Errorf("HAMT shard has %d links but %d bitfield entries", len(links), ones)
-	}
-	padLen := len(fmt.Sprintf("%X", fanout-1))
-	var shards []cid.Cid
-	prev := -1
-	for _, l := range links {
-		idx, ok := hamtIndex(l.Name, padLen)
-		if !ok || idx >= int(fanout) || idx <= prev || !bf.Bit(idx) {
-			return nil, fmt.Errorf("invalid HAMT link name %q", l.Name)
-		}
-		prev = idx
-		if len(l.Name) == padLen {
-			shards = append(shards, l.Cid)
-		} else {
-			out = append(out, dirEntry{l.Name[padLen:], l.Cid})
-		}
-	}
-	if len(shards) == 0 {
-		return out, nil
+		return nil, err
 	}
 	for _, c := range shards {
 		nd, err := r.la.next(r.ctx, c)
@@ -414,6 +381,46 @@ func (r *renderer) hamtEntries(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry
 		}
 	}
 	return out, nil
+}
+
+// hamtLinks checks one HAMT shard node and splits its links: the entries
+// it holds are appended to out, the CIDs of its sub-shards returned.
+func hamtLinks(pn *dag.ProtoNode, fsn *ft.FSNode, out []dirEntry) ([]dirEntry, []cid.Cid, error) {
+	if fsn.HashType() != hamt.HashMurmur3 {
+		return nil, nil, fmt.Errorf("HAMT hash type 0x%x is not murmur3", fsn.HashType())
+	}
+	fanout := fsn.Fanout()
+	if fanout < 8 || fanout > 1024 || fanout&(fanout-1) != 0 {
+		return nil, nil, fmt.Errorf("invalid HAMT fanout %d", fanout)
+	}
+	bf, err := bitfield.FromBytes(int(fanout), fsn.Data())
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid HAMT bitfield: %w", err)
+	}
+	ones := 0
+	for _, b := range bf {
+		ones += bits.OnesCount8(b)
+	}
+	links := pn.Links()
+	if ones != len(links) {
+		return nil, nil, fmt.Errorf("HAMT shard has %d links but %d bitfield entries", len(links), ones)
+	}
+	padLen := len(fmt.Sprintf("%X", fanout-1))
+	var shards []cid.Cid
+	prev := -1
+	for _, l := range links {
+		idx, ok := hamtIndex(l.Name, padLen)
+		if !ok || idx >= int(fanout) || idx <= prev || !bf.Bit(idx) {
+			return nil, nil, fmt.Errorf("invalid HAMT link name %q", l.Name)
+		}
+		prev = idx
+		if len(l.Name) == padLen {
+			shards = append(shards, l.Cid)
+		} else {
+			out = append(out, dirEntry{l.Name[padLen:], l.Cid})
+		}
+	}
+	return out, shards, nil
 }
 
 // hamtIndex parses the upper-case hex bucket index that prefixes a HAMT
