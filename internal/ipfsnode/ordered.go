@@ -135,6 +135,11 @@ func (o *ordered) get(k ds.Key) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return o.value(k, r)
+}
+
+// value reads the data entry r of block k.
+func (o *ordered) value(k ds.Key, r ref) ([]byte, error) {
 	v, closer, err := o.db.Get(dataKey(r.seq))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, fmt.Errorf("%s: data entry %d is missing", k, r.seq)
@@ -259,8 +264,7 @@ func (b *orderedBatch) Commit(context.Context) error {
 // their data entries.
 func touchesBlocks(prefix string) bool {
 	p := ds.NewKey(prefix).String()
-	return p == "/" || strings.HasPrefix(p+"/", blocksPrefix) || strings.HasPrefix(p+"/", dataPrefix) ||
-		strings.HasPrefix(p, blocksPrefix)
+	return p == "/" || strings.HasPrefix(p+"/", blocksPrefix) || strings.HasPrefix(p+"/", dataPrefix)
 }
 
 // query answers q over the underlying results of all keys under q's
@@ -296,7 +300,7 @@ func (o *ordered) query(raw func(query.Query) (query.Results, error), q query.Qu
 				r.Size = int(ref.size)
 				r.Value = nil
 				if !q.KeysOnly {
-					if r.Value, err = o.get(k); err != nil {
+					if r.Value, err = o.value(k, ref); err != nil {
 						return query.Result{Error: err}, true
 					}
 				}
