@@ -52,6 +52,9 @@ type Config struct {
 	// NARCache, if set, keeps NARs once rendered and verified, and serves
 	// them again from there (see nar.go).
 	NARCache *narcache.Cache
+	// Recycle, if set, takes the data of each block a render has written
+	// and holds no more (ipfsnode.Node.Recycle), for the store to reuse.
+	Recycle func(data []byte)
 
 	// Metrics, if set, counts requests, lookups and NAR renders, and is
 	// served at /metrics.

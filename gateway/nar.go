@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixipfs/nixipfs/gateway/narcache"
@@ -125,7 +126,11 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t0 := time.Now()
-	_, err = ipldnar.Render(r.Context(), sink, root, sess)
+	var src ipld.NodeGetter = sess
+	if g.cfg.Recycle != nil {
+		src = ipldnar.WithRecycle(sess, g.cfg.Recycle)
+	}
+	_, err = ipldnar.Render(r.Context(), sink, root, src)
 	if errors.Is(err, errRangeDone) {
 		err = nil
 	}

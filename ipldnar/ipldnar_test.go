@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	chunker "github.com/ipfs/boxo/chunker"
 	dag "github.com/ipfs/boxo/ipld/merkledag"
@@ -19,6 +20,7 @@ import (
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/nix-community/go-nix/pkg/nar"
@@ -513,5 +515,76 @@ func TestKuboCompatibility(t *testing.T) {
 	must(t, err)
 	if res.Root.String() != want {
 		t.Errorf("root %s, kubo gives %s", res.Root, want)
+	}
+}
+
+// copying hands out a fresh copy of every raw block, as a datastore does,
+// and remembers which it handed out.
+type copying struct {
+	ipld.NodeGetter
+	mu   sync.Mutex
+	lent map[*byte]bool // true once given back
+	err  error          // the first misuse seen
+}
+
+func (c *copying) Get(ctx context.Context, k cid.Cid) (ipld.Node, error) {
+	nd, err := c.NodeGetter.Get(ctx, k)
+	if err != nil || k.Prefix().Codec != cid.Raw {
+		return nd, err
+	}
+	data := bytes.Clone(nd.RawData())
+	blk, err := blocks.NewBlockWithCid(data, k)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(data) > 0 {
+		c.lent[unsafe.SliceData(data)] = false
+	}
+	return dag.NewRawNodeWPrefix(blk.RawData(), k.Prefix())
+}
+
+// Recycle scribbles over data: a render that still used it would differ.
+func (c *copying) Recycle(data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(data) == 0 {
+		return // the empty block is known, never fetched
+	}
+	given, ok := c.lent[unsafe.SliceData(data)]
+	switch {
+	case !ok && c.err == nil:
+		c.err = fmt.Errorf("recycled %d bytes that Get did not hand out", len(data))
+	case given && c.err == nil:
+		c.err = fmt.Errorf("recycled %d bytes twice", len(data))
+	}
+	c.lent[unsafe.SliceData(data)] = true
+	for i := range data {
+		data[i] = 0xaa
+	}
+}
+
+// Render gives a Recycler each raw block it fetched once it has written
+// it, and never touches it again.
+func TestRenderRecycles(t *testing.T) {
+	for _, tc := range roundTripCases {
+		t.Run(tc.name, func(t *testing.T) {
+			nar := encodeNAR(tc.tree)
+			ds := mdtest.Mock()
+			res := mustImport(t, nar, ds)
+			src := &copying{NodeGetter: ds, lent: map[*byte]bool{}}
+			if got := mustRender(t, res.Root, src); !bytes.Equal(got, nar) {
+				t.Fatal("the NAR differs when the blocks written are scribbled over")
+			}
+			if src.err != nil {
+				t.Fatal(src.err)
+			}
+			for _, given := range src.lent {
+				if !given {
+					t.Fatal("a raw block fetched was not given back")
+				}
+			}
+		})
 	}
 }

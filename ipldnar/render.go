@@ -34,6 +34,9 @@ import (
 // *Error naming the entry; the output written until then must be discarded.
 // The checks are made before the bytes they concern are written, so a wrong
 // NAR is never emitted in full.
+//
+// If src is a Recycler, Render gives it the data of each raw block it has
+// written: w must not keep what it is given (as io.Writer requires).
 func Render(ctx context.Context, w io.Writer, root cid.Cid, src ipld.NodeGetter) (int64, error) {
 	cw := &countingWriter{w: w}
 	r := &renderer{
@@ -41,6 +44,7 @@ func Render(ctx context.Context, w io.Writer, root cid.Cid, src ipld.NodeGetter)
 		w:   bufio.NewWriterSize(cw, 64<<10),
 		la:  newLookahead(ctx, knownFirst{src}, root),
 	}
+	r.recycler, _ = src.(Recycler)
 	defer r.la.close()
 	err := r.archive(root)
 	if err == nil {
@@ -60,11 +64,41 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Recycler is a NodeGetter that can reuse the memory of a node's data once
+// its reader is done with it (ipfsnode.Node.Recycle): Render, which reads
+// each block once and drops it when written, hands every raw block back.
+type Recycler interface {
+	ipld.NodeGetter
+	// Recycle takes data that the caller got from Get as a node's RawData
+	// and no longer uses; nothing else may hold it.
+	Recycle(data []byte)
+}
+
+// WithRecycle returns src as a Recycler whose Recycle is recycle.
+func WithRecycle(src ipld.NodeGetter, recycle func(data []byte)) Recycler {
+	return recycling{src, recycle}
+}
+
+type recycling struct {
+	ipld.NodeGetter
+	recycle func([]byte)
+}
+
+func (r recycling) Recycle(data []byte) { r.recycle(data) }
+
 type renderer struct {
-	ctx   context.Context
-	w     *bufio.Writer
-	la    *lookahead // every node is fetched through it
-	names []string   // path of the entry being rendered, for errors
+	ctx      context.Context
+	w        *bufio.Writer
+	la       *lookahead // every node is fetched through it
+	names    []string   // path of the entry being rendered, for errors
+	recycler Recycler   // nil: none
+}
+
+// written is called with the data of a raw block once it is written.
+func (r *renderer) written(data []byte) {
+	if r.recycler != nil {
+		r.recycler.Recycle(data)
+	}
 }
 
 // errorf reports a problem with the entry being rendered.
@@ -126,6 +160,7 @@ func (r *renderer) node(nd ipld.Node, depth int) error {
 		if _, err := r.w.Write(data); err != nil {
 			return err
 		}
+		r.written(data)
 		return r.fileTrailer(uint64(len(data)))
 	case cid.DagProtobuf:
 		pn, fsn, err := decodeUnixFS(nd)
@@ -253,6 +288,7 @@ func (r *renderer) fileData(pn *dag.ProtoNode, fsn *ft.FSNode, level int) error 
 			if _, err := r.w.Write(data); err != nil {
 				return err
 			}
+			r.written(data)
 		case cid.DagProtobuf:
 			cpn, cfsn, err := decodeUnixFS(child)
 			if err != nil {

@@ -100,6 +100,7 @@ type Node struct {
 	embedded *core.IpfsNode
 	rpc      *rpc.HttpApi
 	repoPath string
+	store    *pebbleStore // the embedded repo's nixipfs-pebble datastore, if it is one
 
 	pinBatch sync.Mutex // one PinDirect or Unpin batch at a time
 }
@@ -121,6 +122,16 @@ func (n *Node) Close() error {
 		return n.embedded.Close()
 	}
 	return nil
+}
+
+// Recycle gives back the data of a block read from this node once the
+// caller is done with it and holds its only reference (a render that has
+// written a file's block), so that the datastore reuses the memory for the
+// next read. Data the datastore did not lend is ignored.
+func (n *Node) Recycle(data []byte) {
+	if n.store != nil && n.store.ord != nil {
+		n.store.ord.bufs.put(data)
+	}
 }
 
 // APIFile is where a running daemon writes the multiaddr of its RPC API, like
@@ -403,7 +414,7 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		nd.Close()
 		return nil, fmt.Errorf("core API: %w", err)
 	}
-	n := &Node{API: api, embedded: nd, repoPath: repoPath}
+	n := &Node{API: api, embedded: nd, repoPath: repoPath, store: storeOf(repoPath)}
 	if opts.Online {
 		if err := n.Connect(ctx, opts.Peers...); err != nil {
 			slog.Warn("connect peers", "err", err)

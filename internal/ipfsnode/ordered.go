@@ -42,8 +42,9 @@ type ordered struct {
 	db *pebble.DB
 	// mu makes check-then-write of a block atomic: two writers of the same
 	// block would otherwise leave one data entry no index points to.
-	mu  sync.Mutex
-	seq uint64 // last sequence number used, under mu
+	mu   sync.Mutex
+	seq  uint64   // last sequence number used, under mu
+	bufs *bufPool // what reads copy values into
 }
 
 func isBlockKey(k ds.Key) bool { return strings.HasPrefix(k.String(), blocksPrefix) }
@@ -70,7 +71,7 @@ func openOrdered(db *pebble.DB, fresh bool) (*ordered, error) {
 	if layout != layoutOrdered {
 		return nil, fmt.Errorf("datastore layout %q: this version knows only %q", layout, layoutOrdered)
 	}
-	o := &ordered{db: db}
+	o := &ordered{db: db, bufs: newBufPool()}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)})
 	if err != nil {
 		return nil, fmt.Errorf("find the last block: %w", err)
@@ -148,7 +149,9 @@ func (o *ordered) value(k ds.Key, r ref) ([]byte, error) {
 		return nil, err
 	}
 	defer closer.Close()
-	return append([]byte(nil), v...), nil
+	b := o.bufs.get(len(v))
+	copy(b, v)
+	return b, nil
 }
 
 func (o *ordered) has(k ds.Key) (bool, error) {

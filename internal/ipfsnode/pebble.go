@@ -150,7 +150,29 @@ func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
 		d.Close()
 		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
 	}
-	return &pebbleStore{d: d, ord: ord, path: p, opts: c.options}, nil
+	s := &pebbleStore{d: d, ord: ord, path: p, opts: c.options}
+	if s.repo, err = filepath.Abs(repoPath); err == nil {
+		openStores.Store(s.repo, s)
+	}
+	return s, nil
+}
+
+// openStores are the open nixipfs-pebble datastores by absolute repo path.
+// kubo's loader builds a repo's datastore from its config and wraps it in
+// layers that expose nothing, so this is how a Node reaches the store of
+// its repo (Node.Recycle): process-wide, as the loader is.
+var openStores sync.Map
+
+// storeOf returns the open nixipfs-pebble datastore of the repo, or nil.
+func storeOf(repoPath string) *pebbleStore {
+	abs, err := filepath.Abs(repoPath)
+	if err != nil {
+		return nil
+	}
+	if s, ok := openStores.Load(abs); ok {
+		return s.(*pebbleStore)
+	}
+	return nil
 }
 
 // options tunes pebble for a content store: values are blocks (mostly 1 KiB
@@ -235,6 +257,7 @@ type pebbleStore struct {
 	d    *pebbleds.Datastore
 	ord  *ordered // nil in repos made before the ordered layout
 	path string
+	repo string // absolute repo path, the key in openStores
 	opts func() *pebble.Options
 
 	mu     sync.RWMutex // held for reading by every operation, for writing by Close
@@ -411,6 +434,7 @@ func (s *pebbleStore) Close() error {
 		return nil
 	}
 	s.closed = true
+	openStores.CompareAndDelete(s.repo, s)
 	if err := s.room(reserveDelete); err != nil {
 		// Closing flushes the memtable, which could meet a full disk.
 		// Without the flush nothing is lost: the next open replays the log.

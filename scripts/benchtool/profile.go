@@ -36,6 +36,7 @@ func profile(args []string) error {
 	cpu := fs.String("cpu", "", "write a CPU profile here")
 	mem := fs.String("mem", "", "write a heap profile here")
 	repeat := fs.Int("repeat", 1, "render: passes over the manifest")
+	maxNar := fs.Int64("max-nar", 0, "render: only NARs of at most this many bytes (0: all)")
 	fs.Parse(args)
 	if fs.NArg() < 1 || *dataDir == "" {
 		return errors.New("usage: profile -data-dir DIR [-store S] [-cpu F] [-mem F] publish PATH...|render")
@@ -69,7 +70,7 @@ func profile(args []string) error {
 		}
 		fmt.Printf("published %d paths in %.2f s\n", len(res), time.Since(start).Seconds())
 	case "render":
-		n, bytes, err := renderAll(ctx, node, local, *repeat)
+		n, bytes, err := renderAll(ctx, node, local, *repeat, *maxNar)
 		if err != nil {
 			return err
 		}
@@ -92,9 +93,10 @@ func profile(args []string) error {
 	return nil
 }
 
-// renderAll renders every store path of the manifest, repeat times, and
-// checks each NAR's size and SHA-256 as the gateway does.
-func renderAll(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, repeat int) (int, int64, error) {
+// renderAll renders every store path of the manifest (with a NAR of at
+// most maxNar bytes, unless 0), repeat times, and checks each NAR's size
+// and SHA-256 as the gateway does.
+func renderAll(ctx context.Context, node *ipfsnode.Node, local *manifests.Local, repeat int, maxNar int64) (int, int64, error) {
 	m, err := local.Current(ctx)
 	if err != nil {
 		return 0, 0, err
@@ -108,7 +110,9 @@ func renderAll(ctx context.Context, node *ipfsnode.Node, local *manifests.Local,
 		if err != nil {
 			return err
 		}
-		infos = append(infos, p)
+		if maxNar == 0 || p.NarSize <= maxNar {
+			infos = append(infos, p)
+		}
 		return nil
 	})
 	if err != nil {
@@ -118,7 +122,7 @@ func renderAll(ctx context.Context, node *ipfsnode.Node, local *manifests.Local,
 	for range repeat {
 		for _, p := range infos {
 			h := sha256.New()
-			n, err := ipldnar.Render(ctx, h, p.Root, node.API.Dag())
+			n, err := ipldnar.Render(ctx, h, p.Root, ipldnar.WithRecycle(node.API.Dag(), node.Recycle))
 			if err != nil {
 				return 0, 0, fmt.Errorf("render %s: %w", p.StorePath, err)
 			}
