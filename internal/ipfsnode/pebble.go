@@ -42,8 +42,21 @@ const (
 	pebbleBlockSize  = 2 << 20
 	pebbleIndexBlock = 64 << 10
 	pebbleMemTable   = 8 << 20
-	pebbleCache      = 128 << 20
 )
+
+// defaultPebbleCache is the block cache of a repo whose Datastore.Spec sets
+// no cacheSize: an eighth of the machine's memory, from 128 MiB to 1 GiB.
+// It holds decompressed blocks, so a NAR rendered again (no NAR cache, or
+// a path beside one just rendered: a small path shares its 2 MiB blocks
+// with its neighbours) is not decompressed again. It fills only as blocks
+// are read.
+func defaultPebbleCache() int {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 128 << 20
+	}
+	return int(min(max(uint64(si.Totalram)*uint64(si.Unit)/8, 128<<20), 1<<30))
+}
 
 // pebbleSpec is the Datastore.Spec of a new embedded repo.
 func pebbleSpec() map[string]any {
@@ -71,12 +84,13 @@ type pebbleConfig struct {
 	path      string
 	zstdLevel int
 	blockSize int
+	cacheSize int
 	layout    string // "" (blocks under their hash) or layoutOrdered
 }
 
 func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 	return func(params map[string]any) (fsrepo.DatastoreConfig, error) {
-		c := pebbleConfig{zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize}
+		c := pebbleConfig{zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, cacheSize: defaultPebbleCache()}
 		p, ok := params["path"].(string)
 		if !ok || p == "" {
 			return nil, fmt.Errorf("%s datastore: 'path' is missing or not a string", PebbleType)
@@ -88,7 +102,7 @@ func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 			}
 			c.layout = layoutOrdered
 		}
-		for key, dst := range map[string]*int{"zstdLevel": &c.zstdLevel, "blockSize": &c.blockSize} {
+		for key, dst := range map[string]*int{"zstdLevel": &c.zstdLevel, "blockSize": &c.blockSize, "cacheSize": &c.cacheSize} {
 			v, ok := params[key]
 			if !ok {
 				continue
@@ -108,6 +122,9 @@ func (pebblePlugin) DatastoreConfigParser() fsrepo.ConfigFromMap {
 		}
 		if c.blockSize < 4<<10 || c.blockSize > 16<<20 {
 			return nil, fmt.Errorf("%s datastore: blockSize %d: want 4 KiB to 16 MiB", PebbleType, c.blockSize)
+		}
+		if c.cacheSize < 8<<20 {
+			return nil, fmt.Errorf("%s datastore: cacheSize %d: want at least 8 MiB", PebbleType, c.cacheSize)
 		}
 		return &c, nil
 	}
@@ -138,7 +155,7 @@ func (c *pebbleConfig) Create(repoPath string) (repo.Datastore, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := pebbleds.NewDatastore(p, pebbleds.WithCacheSize(pebbleCache), pebbleds.WithPebbleOpts(c.options()))
+	d, err := pebbleds.NewDatastore(p, pebbleds.WithCacheSize(int64(c.cacheSize)), pebbleds.WithPebbleOpts(c.options()))
 	if err != nil {
 		return nil, fmt.Errorf("open pebble datastore %s: %w", p, err)
 	}

@@ -28,6 +28,8 @@ func TestPebbleConfig(t *testing.T) {
 		{"level 22", map[string]any{"path": "p", "zstdLevel": 22}, "zstdLevel 22"},
 		{"tiny blocks", map[string]any{"path": "p", "blockSize": 512}, "blockSize 512"},
 		{"huge blocks", map[string]any{"path": "p", "blockSize": float64(1 << 30)}, "blockSize 1073741824"},
+		{"cache size", map[string]any{"path": "p", "cacheSize": float64(64 << 20)}, ""},
+		{"tiny cache", map[string]any{"path": "p", "cacheSize": 1 << 20}, "cacheSize 1048576: want at least 8 MiB"},
 		{"ordered layout", map[string]any{"path": "p", "layout": layoutOrdered}, ""},
 		{"unknown layout", map[string]any{"path": "p", "layout": "ordered-9"}, "layout ordered-9"},
 	} {
@@ -37,7 +39,10 @@ func TestPebbleConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := c.DiskSpec().String(); !strings.Contains(got, PebbleType) || strings.Contains(got, "zstd") {
+				if want, ok := tc.params["cacheSize"].(float64); ok && c.(*pebbleConfig).cacheSize != int(want) {
+					t.Fatalf("cache size %d, want %v", c.(*pebbleConfig).cacheSize, want)
+				}
+				if got := c.DiskSpec().String(); !strings.Contains(got, PebbleType) || strings.Contains(got, "zstd") || strings.Contains(got, "cache") {
 					t.Fatalf("disk spec %s: want the type and path only", got)
 				}
 				return
@@ -46,6 +51,13 @@ func TestPebbleConfig(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// The default block cache stays within its bounds on any machine.
+func TestDefaultPebbleCacheBounds(t *testing.T) {
+	if got := defaultPebbleCache(); got < 128<<20 || got > 1<<30 {
+		t.Fatalf("default cache %d bytes, want 128 MiB to 1 GiB", got)
 	}
 }
 
