@@ -26,6 +26,7 @@ import (
 	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
 	"github.com/nixipfs/nixipfs/internal/status"
+	"github.com/nixipfs/nixipfs/ipldnar"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -77,6 +78,10 @@ type Config struct {
 	// Upload, if set, takes PUT requests: Nix's uploads of NARs and
 	// narinfos (`nix copy --to`), see package upload.
 	Upload http.Handler
+	// Prerender, if above 0 and with a NAR cache, renders the NARs of
+	// narinfos served (GET) into the NAR cache in the background, at most
+	// this many waiting, newest first (see prerender.go).
+	Prerender int
 }
 
 // LocalBlocks reads api's local blocks only (nil if the API cannot go
@@ -101,12 +106,21 @@ type Gateway struct {
 	// background is the work answers leave behind (storing fetched
 	// blocks); Drain waits for it.
 	background sync.WaitGroup
+	prerender  *prerenderer    // nil: off
+	local      ipld.NodeGetter // local blocks only, for prerendering
 }
 
 // Drain waits until the work answers left behind (storing the blocks a
 // render fetched from peers) is done, or ctx ends. Call it after the HTTP
 // server stopped and before the IPFS node closes.
 func (g *Gateway) Drain(ctx context.Context) error {
+	if g.prerender != nil {
+		// Speculative work: what is queued is dropped.
+		g.prerender.stop()
+		if err := g.prerender.waitIdle(ctx); err != nil {
+			return err
+		}
+	}
 	done := make(chan struct{})
 	go func() { g.background.Wait(); close(done) }()
 	select {
@@ -115,6 +129,15 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Prerendered waits until no NAR is queued for prerendering or being
+// prerendered (Config.Prerender), or ctx ends.
+func (g *Gateway) Prerendered(ctx context.Context) error {
+	if g.prerender == nil {
+		return nil
+	}
+	return g.prerender.waitIdle(ctx)
 }
 
 // New returns a gateway serving cfg.
@@ -140,6 +163,14 @@ func New(cfg Config) *Gateway {
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,
 		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
+	if cfg.Prerender > 0 && cfg.NARCache != nil && cfg.API != nil {
+		if g.local = LocalBlocks(cfg.API); g.local != nil {
+			if cfg.Recycle != nil {
+				g.local = ipldnar.WithRecycle(g.local, cfg.Recycle)
+			}
+			g.prerender = newPrerenderer(g, cfg.Prerender)
+		}
+	}
 	g.mux.HandleFunc("GET /health", g.health)
 	if cfg.Metrics != nil {
 		g.mux.Handle("GET /metrics", cfg.Metrics.Handler())
@@ -208,7 +239,7 @@ func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
-	body := g.narinfoBody(r.Context(), hash)
+	body := g.narinfoBody(r.Context(), hash, r.Method == http.MethodGet)
 	if body == nil {
 		notFound(w)
 		return
@@ -217,14 +248,18 @@ func (g *Gateway) narinfo(w http.ResponseWriter, r *http.Request) {
 }
 
 // narinfoBody is the narinfo of the path with this hash, nil if there is
-// none to serve.
-func (g *Gateway) narinfoBody(ctx context.Context, hash string) []byte {
+// none to serve. get says the client asked for the narinfo itself (not
+// HEAD): its NAR is likely next, and is prerendered if that is on.
+func (g *Gateway) narinfoBody(ctx context.Context, hash string, get bool) []byte {
 	p, err := g.cfg.Paths.Lookup(ctx, hash)
 	if err != nil {
 		if !errors.Is(err, manifests.ErrNotFound) {
 			g.cfg.Logger.Warn("narinfo lookup", "hash", hash, "err", err)
 		}
 		return nil
+	}
+	if get && g.prerender != nil {
+		g.prerender.want(p)
 	}
 	body, ok := g.narinfos.Get(p)
 	if !ok {

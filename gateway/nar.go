@@ -40,6 +40,10 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	var cached *os.File
 	if g.cfg.NARCache != nil {
 		cached = g.cfg.NARCache.Open(root, want, size)
+		if cached == nil && g.prerender != nil {
+			g.prerender.wait(r.Context(), narcache.Name(root, want, size))
+			cached = g.cfg.NARCache.Open(root, want, size)
+		}
 	}
 	var sess *retrieve.Session
 	if cached != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nixipfs/nixipfs/gateway/fastpath"
+	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -34,7 +35,7 @@ func (g *Gateway) Quick(r *fastpath.Request) (fastpath.Answer, bool) {
 	// Lookups read only local blocks (the resolver's offline API), but an
 	// external kubo may stall: there is no client context here to end them.
 	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-	body := g.narinfoBody(ctx, hash)
+	body := g.narinfoBody(ctx, hash, true) // the fast path takes only GET
 	cancel()
 	if body == nil {
 		return g.counted(notFoundAnswer(), "narinfo", start), true
@@ -54,6 +55,14 @@ func (g *Gateway) quickNAR(file string, r *fastpath.Request) (fastpath.Answer, b
 	}
 	start := time.Now()
 	f := nc.Open(root, want, size)
+	if f == nil && g.prerender != nil {
+		// The render is not throttled by any client: waiting for it is
+		// quicker than rendering again.
+		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		g.prerender.wait(ctx, narcache.Name(root, want, size))
+		cancel()
+		f = nc.Open(root, want, size)
+	}
 	if f == nil {
 		return fastpath.Answer{}, false // rendered from its DAG by net/http
 	}

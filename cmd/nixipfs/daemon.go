@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -61,6 +62,7 @@ type daemonOpts struct {
 	priority  int
 	noZstd    bool
 	narCache  int64
+	prerender int
 	follow    []string
 	trusted   []string
 	interval  time.Duration
@@ -82,6 +84,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
 	f.BoolVar(&o.noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
 	f.Int64Var(&o.narCache, "nar-cache-mb", 4096, "MiB of NARs kept on disk once rendered and verified (data dir's nar-cache), served from there again; 0: render every request")
+	f.IntVar(&o.prerender, "prerender", 0, "render the NARs of narinfos served into the NAR cache in the background, newest first, at most N waiting (Nix downloads a closure's NARs after its narinfos); 0: off")
 	f.StringArrayVar(&o.follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&o.interval, "follow-interval", time.Second, "how often followed names are resolved")
 	f.StringArrayVar(&o.trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
@@ -132,6 +135,12 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	if o.netCfg.StallTimeout <= 0 {
 		return fmt.Errorf("--stall-timeout=%s: want a positive duration", o.netCfg.StallTimeout)
 	}
+	if o.prerender < 0 || o.prerender > 1<<20 {
+		return fmt.Errorf("--prerender=%d: want 0 (off) to %d NARs", o.prerender, 1<<20)
+	}
+	if o.prerender > 0 && o.narCache == 0 {
+		return errors.New("--prerender renders into the NAR cache: it needs --nar-cache-mb above 0")
+	}
 	if o.narCache < 0 || o.narCache > 1<<40 {
 		return fmt.Errorf("--nar-cache-mb=%d: want 0 (off) or a size in MiB", o.narCache)
 	}
@@ -178,7 +187,7 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
 	cfg.NARCacheSize = o.narCache << 20
 	cfg.PrefetchRate = o.prefetchRate * 1e6
-	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd}
+	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd, Prerender: o.prerender}
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys
 	cfg.NetworkKeys, cfg.TrustPublishers, cfg.KeepServed = netKeys, o.pubs, o.keep
 	cfg.Store, cfg.SignKey, cfg.UploadToken = g.nixStore(), sk, uploadToken

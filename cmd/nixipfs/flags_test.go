@@ -30,6 +30,8 @@ func TestBadFlagsChangeNothing(t *testing.T) {
 		want string
 	}{
 		{[]string{"daemon", "--nar-cache-mb", "-1"}, "--nar-cache-mb=-1"},
+		{[]string{"daemon", "--prerender", "-1"}, "--prerender=-1"},
+		{[]string{"daemon", "--prerender", "64", "--nar-cache-mb", "0"}, "needs --nar-cache-mb above 0"},
 		{[]string{"daemon", "--watch-store=sometimes"}, "--watch-store=sometimes"},
 		{[]string{"daemon", "--trusted-key", "nonsense"}, "--trusted-key"},
 		{[]string{"daemon", "--upload-token-file", short}, "needs --trusted-key"},

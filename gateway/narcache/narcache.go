@@ -334,42 +334,50 @@ func (w *Writer) Write(p []byte) (int, error) {
 // renamed in the background, so the response is not held up; until then
 // the NAR is simply not cached yet. It is synced at the next Close, or now
 // if a Close has happened since the writer was created.
-func (w *Writer) Commit() {
-	w.c.commits.Go(func() {
-		err := w.err
-		if err == nil && w.n != w.size {
-			err = fmt.Errorf("%d bytes written, want %d", w.n, w.size)
-		}
-		w.c.mu.Lock()
-		dirty := w.c.dirty
-		w.c.mu.Unlock()
-		if err == nil && !dirty {
-			err = w.f.Sync()
-		}
-		if cerr := w.f.Close(); err == nil {
-			err = cerr
-		}
-		final := filepath.Join(w.c.dir, w.name)
-		if err == nil {
-			err = os.Rename(w.f.Name(), final)
-		}
-		if err != nil {
-			slog.Warn("NAR cache: not cached", "nar", w.name, "err", err)
-			os.Remove(w.f.Name())
-			w.c.done(w.name)
-			return
-		}
-		c := w.c
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		delete(c.writing, w.name)
-		if c.dirty {
-			c.unsynced[w.name] = true
-		}
-		c.byName[w.name] = c.lru.PushFront(&entry{w.name, w.size})
-		c.size += w.size
-		c.evictLocked()
-	})
+func (w *Writer) Commit() { w.c.commits.Go(w.commit) }
+
+// CommitNow is Commit done before it returns, for a writer no client
+// waits on: the NAR is visible (or dropped) when it returns.
+func (w *Writer) CommitNow() {
+	w.c.commits.Add(1)
+	defer w.c.commits.Done()
+	w.commit()
+}
+
+func (w *Writer) commit() {
+	err := w.err
+	if err == nil && w.n != w.size {
+		err = fmt.Errorf("%d bytes written, want %d", w.n, w.size)
+	}
+	w.c.mu.Lock()
+	dirty := w.c.dirty
+	w.c.mu.Unlock()
+	if err == nil && !dirty {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	final := filepath.Join(w.c.dir, w.name)
+	if err == nil {
+		err = os.Rename(w.f.Name(), final)
+	}
+	if err != nil {
+		slog.Warn("NAR cache: not cached", "nar", w.name, "err", err)
+		os.Remove(w.f.Name())
+		w.c.done(w.name)
+		return
+	}
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.writing, w.name)
+	if c.dirty {
+		c.unsynced[w.name] = true
+	}
+	c.byName[w.name] = c.lru.PushFront(&entry{w.name, w.size})
+	c.size += w.size
+	c.evictLocked()
 }
 
 // Abort drops what was written.

@@ -45,6 +45,8 @@ var rows = []row{
 	{what: "substitute: `nix copy --from`", workload: "W2", ours: "subst.w2.gw", anchor: "subst.w2.nginxzstd", oursName: "gateway", vs: "nginx, zstd NARs", bytes: "w2.narsize"},
 	{what: "substitute: cold `nix copy --from`", workload: "W2", ours: "subst.w2.cold.gw", anchor: "subst.w2.nginx", oursName: "fresh gateway, empty NAR cache", vs: "nginx", bytes: "w2.narsize", goal: 1.5},
 	{what: "substitute: cold `nix copy --from`", workload: "W2", ours: "subst.w2.cold.gw", anchor: "subst.w2.nginxzstd", oursName: "fresh gateway, empty NAR cache", vs: "nginx, zstd NARs", bytes: "w2.narsize"},
+	{what: "substitute: cold `nix copy --from`", workload: "W2", ours: "subst.w2.coldpre.gw", anchor: "subst.w2.nginx", oursName: "fresh gateway, empty NAR cache, `--prerender 4096`", vs: "nginx", bytes: "w2.narsize", goal: 1.5},
+	{what: "substitute: cold `nix copy --from`", workload: "W2", ours: "subst.w2.coldpre.gw", anchor: "subst.w2.nginxzstd", oursName: "fresh gateway, empty NAR cache, `--prerender 4096`", vs: "nginx, zstd NARs", bytes: "w2.narsize"},
 	{what: "p2p: follower's first NAR", workload: "W1", ours: "p2p.w1.first.follower", anchor: "nar.w1.first.gw", oursName: "follower (CAR from A)", vs: "publisher's first render", bytes: "w1.narsize", goal: 2.0},
 	{what: "p2p: follower's first NAR", workload: "W1", ours: "p2p.w1.first.follower", anchor: "p2p.w1.kubopin", oursName: "follower (CAR from A)", vs: "kubo→kubo `pin add`", bytes: "w1.narsize", goal: 0.2},
 	{what: "p2p: follower's first NAR", workload: "W1", ours: "p2p.w1.first.follower", anchor: "nar.w1.first.nginx", oursName: "follower (CAR from A)", vs: "nginx", bytes: "w1.narsize"},

@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"sync"
+
+	"github.com/nixipfs/nixipfs/gateway/narcache"
+	"github.com/nixipfs/nixipfs/ipldnar"
+	"github.com/nixipfs/nixipfs/manifests"
+)
+
+// prerenderer renders the NARs of narinfos just served into the NAR cache,
+// one at a time, while the client is busy elsewhere: Nix asks for a
+// closure's narinfos first, then downloads one NAR at a time and spends
+// about a quarter of a cold copy between NARs, with the gateway idle.
+// Newest first: Nix asks for a path's narinfo before its references' and
+// downloads references first. Only NARs whose blocks are all here are
+// rendered (no network), and a request for a NAR being rendered waits for
+// it and is then served from the cache.
+type prerenderer struct {
+	g      *Gateway
+	max    int // NARs waiting; older ones are dropped
+	ctx    context.Context
+	cancel context.CancelFunc // by stop
+
+	mu      sync.Mutex
+	stack   []*manifests.PathInfo
+	idle    chan struct{} // closed while no worker runs
+	stopped bool          // Drain: nothing more
+	current string        // NAR cache name being rendered
+	done    chan struct{} // closed when current is done
+}
+
+func newPrerenderer(g *Gateway, max int) *prerenderer {
+	idle := make(chan struct{})
+	close(idle)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &prerenderer{g: g, max: max, ctx: ctx, cancel: cancel, idle: idle}
+}
+
+// want queues p's NAR.
+func (pr *prerenderer) want(p *manifests.PathInfo) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.stopped {
+		return
+	}
+	if len(pr.stack) == pr.max {
+		copy(pr.stack, pr.stack[1:])
+		pr.stack = pr.stack[:len(pr.stack)-1]
+	}
+	pr.stack = append(pr.stack, p)
+	select {
+	case <-pr.idle:
+		pr.idle = make(chan struct{})
+		go pr.run(pr.idle)
+	default:
+	}
+}
+
+// stop drops what is queued, ends the render under way and takes nothing
+// more.
+func (pr *prerenderer) stop() {
+	pr.cancel()
+	pr.mu.Lock()
+	pr.stopped = true
+	pr.stack = nil
+	pr.mu.Unlock()
+}
+
+// waitIdle returns once no NAR is queued or being rendered, or ctx ends.
+func (pr *prerenderer) waitIdle(ctx context.Context) error {
+	pr.mu.Lock()
+	idle := pr.idle
+	pr.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// wait returns once the NAR named name is no longer being prerendered, or
+// ctx ends.
+func (pr *prerenderer) wait(ctx context.Context, name string) {
+	pr.mu.Lock()
+	if pr.current != name {
+		pr.mu.Unlock()
+		return
+	}
+	done := pr.done
+	pr.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// run renders queued NARs, newest first, until none is left; then it
+// closes idle.
+func (pr *prerenderer) run(idle chan struct{}) {
+	nc := pr.g.cfg.NARCache
+	for {
+		pr.mu.Lock()
+		if len(pr.stack) == 0 {
+			close(idle)
+			pr.mu.Unlock()
+			return
+		}
+		p := pr.stack[len(pr.stack)-1]
+		pr.stack = pr.stack[:len(pr.stack)-1]
+		cw := nc.Create(p.Root, p.NarHash, p.NarSize)
+		if cw == nil {
+			pr.mu.Unlock()
+			continue // cached, being written by a request, or too large
+		}
+		pr.current = narcache.Name(p.Root, p.NarHash, p.NarSize)
+		pr.done = make(chan struct{})
+		pr.mu.Unlock()
+
+		pr.render(p, cw)
+
+		pr.mu.Lock()
+		close(pr.done)
+		pr.current = ""
+		pr.mu.Unlock()
+	}
+}
+
+func (pr *prerenderer) render(p *manifests.PathInfo, cw *narcache.Writer) {
+	vw := newVerifier(io.Discard, p.NarSize, p.NarHash, 0, p.NarSize)
+	_, err := ipldnar.Render(pr.ctx, io.MultiWriter(vw, cw), p.Root, pr.g.local)
+	if err == nil {
+		err = vw.finish()
+	}
+	if err != nil {
+		pr.g.cfg.Logger.Debug("prerender", "path", p.StorePath, "err", err)
+		cw.Abort()
+		return
+	}
+	cw.CommitNow() // visible when a request waiting for it looks
+}
