@@ -169,6 +169,9 @@ func New(cfg Config) *Gateway {
 				g.local = ipldnar.WithRecycle(g.local, cfg.Recycle)
 			}
 			g.prerender = newPrerenderer(g, cfg.Prerender)
+			if cfg.Metrics != nil {
+				g.prerender.register(cfg.Metrics)
+			}
 		}
 	}
 	g.mux.HandleFunc("GET /health", g.health)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nixipfs/nixipfs/gateway/narcache"
+	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/ipldnar"
 	"github.com/nixipfs/nixipfs/manifests"
 )
@@ -30,6 +32,26 @@ type prerenderer struct {
 	stopped bool          // Drain: nothing more
 	current string        // NAR cache name being rendered
 	done    chan struct{} // closed when current is done
+
+	// Counted in /metrics: NARs queued, dropped from a full queue,
+	// rendered into the cache, and failed (blocks not here, or a NAR that
+	// does not match its record).
+	queued, dropped, rendered, failed atomic.Int64
+}
+
+// register counts pr in m's registry.
+func (pr *prerenderer) register(m *metrics.Metrics) {
+	for _, c := range []struct {
+		name, help string
+		v          *atomic.Int64
+	}{
+		{"nixipfs_prerender_queued_total", "NARs queued by --prerender (narinfos served to a GET).", &pr.queued},
+		{"nixipfs_prerender_dropped_total", "NARs dropped from a full --prerender queue, the oldest first.", &pr.dropped},
+		{"nixipfs_prerender_rendered_total", "NARs --prerender rendered into the NAR cache.", &pr.rendered},
+		{"nixipfs_prerender_failed_total", "NARs --prerender could not render: blocks not here, or a NAR that does not match its record.", &pr.failed},
+	} {
+		m.CounterFunc(c.name, c.help, func() float64 { return float64(c.v.Load()) })
+	}
 }
 
 func newPrerenderer(g *Gateway, max int) *prerenderer {
@@ -49,8 +71,10 @@ func (pr *prerenderer) want(p *manifests.PathInfo) {
 	if len(pr.stack) == pr.max {
 		copy(pr.stack, pr.stack[1:])
 		pr.stack = pr.stack[:len(pr.stack)-1]
+		pr.dropped.Add(1)
 	}
 	pr.stack = append(pr.stack, p)
+	pr.queued.Add(1)
 	select {
 	case <-pr.idle:
 		pr.idle = make(chan struct{})
@@ -137,8 +161,10 @@ func (pr *prerenderer) render(p *manifests.PathInfo, cw *narcache.Writer) {
 	}
 	if err != nil {
 		pr.g.cfg.Logger.Debug("prerender", "path", p.StorePath, "err", err)
+		pr.failed.Add(1)
 		cw.Abort()
 		return
 	}
 	cw.CommitNow() // visible when a request waiting for it looks
+	pr.rendered.Add(1)
 }

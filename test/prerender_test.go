@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -14,6 +15,7 @@ import (
 	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
+	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
 )
@@ -22,7 +24,8 @@ import (
 // kubo: a GET narinfo puts the path's NAR in the NAR cache with no NAR
 // request, verified as a request's render is; a NAR whose record is
 // forged, or whose blocks are not here, or whose narinfo was only asked
-// with HEAD, is not cached; and the cached NAR is then served whole.
+// with HEAD, is not cached; /metrics counts what it did; and the cached
+// NAR is then served whole.
 func TestPrerender(t *testing.T) {
 	k := startKubo(t)
 	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{APIAddr: k.api})
@@ -71,7 +74,8 @@ func TestPrerender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := gateway.New(gateway.Config{API: node.API, Paths: resolver, NARCache: nc, Prerender: 16})
+	m := metrics.New()
+	gw := gateway.New(gateway.Config{API: node.API, Paths: resolver, NARCache: nc, Prerender: 16, Metrics: m})
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
 
@@ -107,7 +111,20 @@ func TestPrerender(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get(srv.URL + "/" + gateway.NarURL(got))
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"nixipfs_prerender_queued_total 3", "nixipfs_prerender_rendered_total 1",
+		"nixipfs_prerender_failed_total 2", "nixipfs_prerender_dropped_total 0"} {
+		if !strings.Contains(string(text), want+"\n") {
+			t.Errorf("/metrics has no %q", want)
+		}
+	}
+
+	resp, err = http.Get(srv.URL + "/" + gateway.NarURL(got))
 	if err != nil {
 		t.Fatal(err)
 	}
