@@ -106,8 +106,7 @@ type Gateway struct {
 	// background is the work answers leave behind (storing fetched
 	// blocks); Drain waits for it.
 	background sync.WaitGroup
-	prerender  *prerenderer    // nil: off
-	local      ipld.NodeGetter // local blocks only, for prerendering
+	prerender  *prerenderer // nil: off
 }
 
 // Drain waits until the work answers left behind (storing the blocks a
@@ -164,11 +163,11 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,
 		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
 	if cfg.Prerender > 0 && cfg.NARCache != nil && cfg.API != nil {
-		if g.local = LocalBlocks(cfg.API); g.local != nil {
+		if local := LocalBlocks(cfg.API); local != nil {
 			if cfg.Recycle != nil {
-				g.local = ipldnar.WithRecycle(g.local, cfg.Recycle)
+				local = ipldnar.WithRecycle(local, cfg.Recycle)
 			}
-			g.prerender = newPrerenderer(g, cfg.Prerender)
+			g.prerender = newPrerenderer(g, local, cfg.Prerender)
 			if cfg.Metrics != nil {
 				g.prerender.register(cfg.Metrics)
 			}

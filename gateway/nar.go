@@ -39,11 +39,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 	// it is served without reading the DAG at all.
 	var cached *os.File
 	if g.cfg.NARCache != nil {
-		cached = g.cfg.NARCache.Open(root, want, size)
-		if cached == nil && g.prerender != nil {
-			g.prerender.wait(r.Context(), narcache.Name(root, want, size))
-			cached = g.cfg.NARCache.Open(root, want, size)
-		}
+		cached = g.openCached(r.Context(), root, want, size)
 	}
 	var sess *retrieve.Session
 	if cached != nil {

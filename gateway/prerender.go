@@ -3,8 +3,12 @@ package gateway
 import (
 	"context"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 
 	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/internal/metrics"
@@ -22,7 +26,8 @@ import (
 // it and is then served from the cache.
 type prerenderer struct {
 	g      *Gateway
-	max    int // NARs waiting; older ones are dropped
+	local  ipld.NodeGetter // local blocks only: no fetches from peers
+	max    int             // NARs waiting; older ones are dropped
 	ctx    context.Context
 	cancel context.CancelFunc // by stop
 
@@ -54,11 +59,11 @@ func (pr *prerenderer) register(m *metrics.Metrics) {
 	}
 }
 
-func newPrerenderer(g *Gateway, max int) *prerenderer {
+func newPrerenderer(g *Gateway, local ipld.NodeGetter, max int) *prerenderer {
 	idle := make(chan struct{})
 	close(idle)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &prerenderer{g: g, max: max, ctx: ctx, cancel: cancel, idle: idle}
+	return &prerenderer{g: g, local: local, max: max, ctx: ctx, cancel: cancel, idle: idle}
 }
 
 // want queues p's NAR.
@@ -104,6 +109,19 @@ func (pr *prerenderer) waitIdle(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// openCached opens the NAR in the cache (nil if it is not there). If the
+// prerenderer is writing it, it waits for that first: a prerender is not
+// throttled by any client, so waiting is quicker than rendering again.
+func (g *Gateway) openCached(ctx context.Context, root cid.Cid, narHash []byte, size int64) *os.File {
+	nc := g.cfg.NARCache
+	f := nc.Open(root, narHash, size)
+	if f == nil && g.prerender != nil {
+		g.prerender.wait(ctx, narcache.Name(root, narHash, size))
+		f = nc.Open(root, narHash, size)
+	}
+	return f
 }
 
 // wait returns once the NAR named name is no longer being prerendered, or
@@ -155,7 +173,7 @@ func (pr *prerenderer) run(idle chan struct{}) {
 
 func (pr *prerenderer) render(p *manifests.PathInfo, cw *narcache.Writer) {
 	vw := newVerifier(io.Discard, p.NarSize, p.NarHash, 0, p.NarSize)
-	_, err := ipldnar.Render(pr.ctx, io.MultiWriter(vw, cw), p.Root, pr.g.local)
+	_, err := ipldnar.Render(pr.ctx, io.MultiWriter(vw, cw), p.Root, pr.local)
 	if err == nil {
 		err = vw.finish()
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nixipfs/nixipfs/gateway/fastpath"
-	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -54,15 +53,9 @@ func (g *Gateway) quickNAR(file string, r *fastpath.Request) (fastpath.Answer, b
 		return fastpath.Answer{}, false
 	}
 	start := time.Now()
-	f := nc.Open(root, want, size)
-	if f == nil && g.prerender != nil {
-		// The render is not throttled by any client: waiting for it is
-		// quicker than rendering again.
-		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-		g.prerender.wait(ctx, narcache.Name(root, want, size))
-		cancel()
-		f = nc.Open(root, want, size)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	f := g.openCached(ctx, root, want, size)
+	cancel()
 	if f == nil {
 		return fastpath.Answer{}, false // rendered from its DAG by net/http
 	}
