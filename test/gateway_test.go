@@ -39,24 +39,11 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	content := make([]byte, 300<<10)
-	rand.Read(content)
-	other := make([]byte, len(content))
-	rand.Read(other)
-	narA := narOf(dir(entry("bin", dir(entry("x", file(string(content), true))))))
-	narB := narOf(dir(entry("bin", dir(entry("x", file(string(other), true))))))
-	resA, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(narA), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resB, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(narB), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	honest := &manifests.PathInfo{StorePath: "/nix/store/00000000000000000000000000000000-honest",
-		NarHash: resA.NarHash[:], NarSize: int64(resA.NarSize), Blake3: resA.Blake3[:], Root: resA.Root, Profile: "x"}
-	forged := &manifests.PathInfo{StorePath: "/nix/store/11111111111111111111111111111111-forged",
-		NarHash: resA.NarHash[:], NarSize: int64(resA.NarSize), Blake3: resA.Blake3[:], Root: resB.Root, Profile: "x"}
+	narA, honest := randomPath(t, node, "/nix/store/00000000000000000000000000000000-honest")
+	narB, other := randomPath(t, node, "/nix/store/11111111111111111111111111111111-other")
+	forged := *honest // the record of A with the DAG of B: same size, other bytes
+	forged.StorePath = "/nix/store/11111111111111111111111111111111-forged"
+	forged.Root = other.Root
 	store := func(p *manifests.PathInfo) cid.Cid {
 		c, err := manifests.Store(ctx(t), node.API, p)
 		if err != nil {
@@ -72,7 +59,7 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	local := manifests.OpenLocal(t.TempDir(), node.API)
 	if _, err := local.Update(ctx(t), map[string]cid.Cid{
 		manifests.KeyStorePath("00000000000000000000000000000000"): store(honest),
-		manifests.KeyStorePath("11111111111111111111111111111111"): store(forged),
+		manifests.KeyStorePath("11111111111111111111111111111111"): store(&forged),
 		manifests.KeyStorePath("22222222222222222222222222222222"): junk.Path().RootCid(),
 	}, nil); err != nil {
 		t.Fatal(err)
@@ -81,7 +68,7 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Run("rendered", func(t *testing.T) { checkWrongNAR(t, node, resolver, nil, narA, narB, honest, forged) })
+	t.Run("rendered", func(t *testing.T) { checkWrongNAR(t, node, resolver, nil, narA, narB, honest, &forged) })
 	// With a NAR cache: the forged NAR never enters it, so it aborts every
 	// time; the honest one is cached once verified and then served from
 	// the cache, in full, through zstd and by ranges.
@@ -91,7 +78,7 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 	}
 	t.Run("cached", func(t *testing.T) {
 		for pass := range 2 {
-			checkWrongNAR(t, node, resolver, nc, narA, narB, honest, forged)
+			checkWrongNAR(t, node, resolver, nc, narA, narB, honest, &forged)
 			nc.Close() // the honest NAR's commit is done
 			if nc.Size() != int64(len(narA)) {
 				t.Fatalf("pass %d: cache holds %d bytes, want the honest NAR's %d", pass, nc.Size(), len(narA))
@@ -106,6 +93,21 @@ func TestGatewayAbortsWrongNAR(t *testing.T) {
 			}
 		}
 	})
+}
+
+// randomPath imports into node the NAR of a store path holding one
+// executable of 300 KiB of random bytes, and returns it and its record.
+func randomPath(t *testing.T, node *ipfsnode.Node, storePath string) ([]byte, *manifests.PathInfo) {
+	t.Helper()
+	content := make([]byte, 300<<10)
+	rand.Read(content)
+	nar := narOf(dir(entry("bin", dir(entry("x", file(string(content), true))))))
+	res, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(nar), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nar, &manifests.PathInfo{StorePath: storePath, NarHash: res.NarHash[:], NarSize: int64(res.NarSize),
+		Blake3: res.Blake3[:], Root: res.Root, Profile: "x"}
 }
 
 func checkWrongNAR(t *testing.T, node *ipfsnode.Node, resolver gateway.Lookup, nc *narcache.Cache, narA, narB []byte, honest, forged *manifests.PathInfo) {

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +15,6 @@ import (
 	"github.com/nixipfs/nixipfs/gateway/narcache"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/metrics"
-	"github.com/nixipfs/nixipfs/internal/publish"
 	"github.com/nixipfs/nixipfs/manifests"
 )
 
@@ -32,24 +30,13 @@ func TestPrerender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nars := make([][]byte, 3)
-	infos := make([]*manifests.PathInfo, 3)
-	for i := range nars {
-		content := make([]byte, 300<<10)
-		rand.Read(content)
-		nars[i] = narOf(dir(entry("bin", dir(entry("x", file(string(content), true))))))
-		res, err := publish.ImportNAR(ctx(t), node, bytes.NewReader(nars[i]), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		infos[i] = &manifests.PathInfo{StorePath: "/nix/store/" + string(rune('a'+i)) + "0000000000000000000000000000000-p",
-			NarHash: res.NarHash[:], NarSize: int64(res.NarSize), Blake3: res.Blake3[:], Root: res.Root, Profile: "x"}
-	}
-	got, head := infos[0], infos[1]
-	forged := *infos[0]
+	nar, got := randomPath(t, node, "/nix/store/a0000000000000000000000000000000-p")
+	_, head := randomPath(t, node, "/nix/store/b0000000000000000000000000000000-p")
+	_, other := randomPath(t, node, "/nix/store/c0000000000000000000000000000000-p")
+	forged := *got
 	forged.StorePath = "/nix/store/f0000000000000000000000000000000-forged"
-	forged.Root = infos[2].Root // same size, other bytes
-	absent := *infos[0]
+	forged.Root = other.Root // same size, other bytes
+	absent := *got
 	absent.StorePath = "/nix/store/g0000000000000000000000000000000-absent"
 	h, _ := mh.Sum([]byte("nobody has this block"), mh.SHA2_256, -1)
 	absent.Root = cid.NewCidV1(cid.Raw, h)
@@ -130,7 +117,7 @@ func TestPrerender(t *testing.T) {
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || !bytes.Equal(body, nars[0]) {
-		t.Fatalf("prerendered NAR: err %v, %d bytes, equal %v", err, len(body), bytes.Equal(body, nars[0]))
+	if err != nil || !bytes.Equal(body, nar) {
+		t.Fatalf("prerendered NAR: err %v, %d bytes, equal %v", err, len(body), bytes.Equal(body, nar))
 	}
 }
