@@ -130,8 +130,9 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	}
 }
 
-// Prerendered waits until no NAR is queued for prerendering or being
-// prerendered (Config.Prerender), or ctx ends.
+// Prerendered waits until the prerenderer (Config.Prerender) has nothing to
+// do: no NAR is queued or being rendered, or no NAR was asked for lately
+// (it renders only then), or ctx ends.
 func (g *Gateway) Prerendered(ctx context.Context) error {
 	if g.prerender == nil {
 		return nil
@@ -167,7 +168,7 @@ func New(cfg Config) *Gateway {
 			if cfg.Recycle != nil {
 				local = ipldnar.WithRecycle(local, cfg.Recycle)
 			}
-			g.prerender = newPrerenderer(g, local, cfg.Prerender)
+			g.prerender = newPrerenderer(g, local, cfg.Prerender, cfg.NARCache.Max()/4)
 			if cfg.Metrics != nil {
 				g.prerender.register(cfg.Metrics)
 			}

@@ -2,10 +2,8 @@ package test
 
 import (
 	"bytes"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -19,11 +17,12 @@ import (
 )
 
 // TestPrerender serves narinfos from a gateway with --prerender on a real
-// kubo: a GET narinfo puts the path's NAR in the NAR cache with no NAR
-// request, verified as a request's render is; a NAR whose record is
-// forged, or whose blocks are not here, or whose narinfo was only asked
-// with HEAD, is not cached; /metrics counts what it did; and the cached
-// NAR is then served whole.
+// kubo: GET narinfos alone render nothing (a crawler's reads cost no
+// renders); once a NAR is asked for, the path's NAR is put in the NAR cache
+// with no request of its own, verified as a request's render is; a NAR
+// whose record is forged, or whose blocks are not here, or whose narinfo
+// was only asked with HEAD, is not cached; /metrics counts what it did;
+// and the cached NAR is then served whole.
 func TestPrerender(t *testing.T) {
 	k := startKubo(t)
 	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{APIAddr: k.api})
@@ -33,6 +32,7 @@ func TestPrerender(t *testing.T) {
 	nar, got := randomPath(t, node, "/nix/store/a0000000000000000000000000000000-p")
 	_, head := randomPath(t, node, "/nix/store/b0000000000000000000000000000000-p")
 	_, other := randomPath(t, node, "/nix/store/c0000000000000000000000000000000-p")
+	_, first := randomPath(t, node, "/nix/store/d0000000000000000000000000000000-p")
 	forged := *got
 	forged.StorePath = "/nix/store/f0000000000000000000000000000000-forged"
 	forged.Root = other.Root // same size, other bytes
@@ -43,7 +43,7 @@ func TestPrerender(t *testing.T) {
 
 	local := manifests.OpenLocal(t.TempDir(), node.API)
 	puts := map[string]cid.Cid{}
-	for _, p := range []*manifests.PathInfo{got, head, &forged, &absent} {
+	for _, p := range []*manifests.PathInfo{got, head, first, &forged, &absent} {
 		c, err := manifests.Store(ctx(t), node.API, p)
 		if err != nil {
 			t.Fatal(err)
@@ -81,6 +81,32 @@ func TestPrerender(t *testing.T) {
 	ask(http.MethodGet, &forged)
 	ask(http.MethodGet, &absent)
 	ask(http.MethodHead, head)
+	cached := func(p *manifests.PathInfo) bool {
+		f := nc.Open(p.Root, p.NarHash, p.NarSize)
+		if f != nil {
+			f.Close()
+		}
+		return f != nil
+	}
+	counts := func(want map[string]float64) {
+		t.Helper()
+		got := scrape(t, srv.URL)
+		for k, v := range want {
+			if got["nixipfs_prerender_"+k+"_total"] != v {
+				t.Errorf("/metrics: nixipfs_prerender_%s_total %v, want %v", k, got["nixipfs_prerender_"+k+"_total"], v)
+			}
+		}
+	}
+	// No NAR asked for yet: no worker was started, so this returns at once.
+	if err := gw.Prerendered(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if cached(got) {
+		t.Fatal("narinfo GETs alone prerendered a NAR")
+	}
+	counts(map[string]float64{"queued": 3, "rendered": 0})
+
+	get(t, srv.URL+"/"+gateway.NarURL(first)) // Nix's first NAR download arms the prerenderer
 	if err := gw.Prerendered(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -89,35 +115,14 @@ func TestPrerender(t *testing.T) {
 		p      *manifests.PathInfo
 		cached bool
 	}{{got, true}, {&forged, false}, {&absent, false}, {head, false}} {
-		f := nc.Open(c.p.Root, c.p.NarHash, c.p.NarSize)
-		if (f != nil) != c.cached {
-			t.Errorf("%s: cached %v, want %v", c.p.StorePath, f != nil, c.cached)
-		}
-		if f != nil {
-			f.Close()
+		if cached(c.p) != c.cached {
+			t.Errorf("%s: cached %v, want %v", c.p.StorePath, !c.cached, c.cached)
 		}
 	}
+	counts(map[string]float64{"queued": 3, "rendered": 1, "failed": 2, "dropped": 0})
 
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	if body := get(t, srv.URL+"/"+gateway.NarURL(got)); !bytes.Equal(body, nar) {
+		t.Fatalf("prerendered NAR: %d bytes, not the path's NAR", len(body))
 	}
-	text, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{"nixipfs_prerender_queued_total 3", "nixipfs_prerender_rendered_total 1",
-		"nixipfs_prerender_failed_total 2", "nixipfs_prerender_dropped_total 0"} {
-		if !strings.Contains(string(text), want+"\n") {
-			t.Errorf("/metrics has no %q", want)
-		}
-	}
-
-	resp, err = http.Get(srv.URL + "/" + gateway.NarURL(got))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || !bytes.Equal(body, nar) {
-		t.Fatalf("prerendered NAR: err %v, %d bytes, equal %v", err, len(body), bytes.Equal(body, nar))
-	}
+	counts(map[string]float64{"used": 1, "unused": 0})
 }

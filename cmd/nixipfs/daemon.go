@@ -74,9 +74,11 @@ type daemonOpts struct {
 
 	prefetchRate int64
 	uploadToken  string
+	flags        *pflag.FlagSet // which were given (Changed)
 }
 
 func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
+	o.flags = f
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
 	f.StringArrayVar(&o.peers, "peer", nil, "IPFS peer multiaddr to connect to (repeatable), e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")
 	f.StringArrayVar(&o.discovery, "discovery", nil, "also find peers by mdns (LAN) or public (the public IPFS network); repeatable; off by default: nothing leaves the machine unless asked")
@@ -84,7 +86,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
 	f.BoolVar(&o.noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
 	f.Int64Var(&o.narCache, "nar-cache-mb", 4096, "MiB of NARs kept on disk once rendered and verified (data dir's nar-cache), served from there again; 0: render every request")
-	f.IntVar(&o.prerender, "prerender", 0, "render the NARs of narinfos served into the NAR cache in the background, newest first, at most N waiting (Nix downloads a closure's NARs after its narinfos); 0: off")
+	f.IntVar(&o.prerender, "prerender", 4096, "while NARs are being downloaded, render the NARs of narinfos served into the NAR cache in the background, newest first, at most N waiting and a quarter of the NAR cache ahead (Nix downloads a closure's NARs one by one after its narinfos); needs the NAR cache; 0: off")
 	f.StringArrayVar(&o.follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&o.interval, "follow-interval", time.Second, "how often followed names are resolved")
 	f.StringArrayVar(&o.trusted, "trusted-key", nil, "only serve paths signed by this key (name:base64, repeatable; default: serve all)")
@@ -138,8 +140,11 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	if o.prerender < 0 || o.prerender > 1<<20 {
 		return fmt.Errorf("--prerender=%d: want 0 (off) to %d NARs", o.prerender, 1<<20)
 	}
-	if o.prerender > 0 && o.narCache == 0 {
-		return errors.New("--prerender renders into the NAR cache: it needs --nar-cache-mb above 0")
+	if o.narCache == 0 {
+		if o.prerender > 0 && o.flags.Changed("prerender") {
+			return errors.New("--prerender renders into the NAR cache: it needs --nar-cache-mb above 0")
+		}
+		o.prerender = 0
 	}
 	if o.narCache < 0 || o.narCache > 1<<40 {
 		return fmt.Errorf("--nar-cache-mb=%d: want 0 (off) or a size in MiB", o.narCache)

@@ -217,6 +217,9 @@ func (c *Cache) Size() int64 {
 	return c.size
 }
 
+// Max is the bytes of NARs the cache holds at most.
+func (c *Cache) Max() int64 { return c.max }
+
 // Open returns the NAR of root with this hash and size, opened for
 // reading, or nil if the cache does not hold it.
 func (c *Cache) Open(root cid.Cid, narHash []byte, size int64) *os.File {
