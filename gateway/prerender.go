@@ -99,8 +99,12 @@ func newPrerenderer(g *Gateway, local ipld.NodeGetter, max int, budget int64) *p
 		ahead: map[string]queuedNAR{}}
 }
 
-// want queues p's NAR.
+// want queues p's NAR, unless the NAR cache has it (narinfos are asked
+// for much more often than NARs are rendered).
 func (pr *prerenderer) want(p *manifests.PathInfo) {
+	if pr.g.cfg.NARCache.Has(narcache.Name(p.Root, p.NarHash, p.NarSize)) {
+		return
+	}
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	if pr.stopped {

@@ -21,16 +21,31 @@ func record(i byte, size int64) *manifests.PathInfo {
 }
 
 // TestPrerenderQueue checks the queue's bounds without rendering: a full
-// queue drops its oldest NAR, nothing starts before a NAR request arms it,
+// queue drops its oldest NAR, a NAR the cache holds is not queued, nothing starts before a NAR request arms it,
 // NARs queued longer than staleAfter are dropped, not rendered, and a
 // request takes its own NAR off the queue.
 func TestPrerenderQueue(t *testing.T) {
-	pr := newPrerenderer(&Gateway{}, nil, 2, 1<<20)
+	nc, err := narcache.Open(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	pr := newPrerenderer(&Gateway{cfg: Config{NARCache: nc}}, nil, 2, 1<<20)
 	for i := range 3 {
 		pr.want(record(byte(i), 1))
 	}
 	if n := len(pr.stack); n != 2 || pr.dropped.Load() != 1 || pr.queued.Load() != 3 {
 		t.Fatalf("full queue: %d queued, %d dropped, want 2 and 1", n, pr.dropped.Load())
+	}
+	cached := record(8, 1)
+	cw := nc.Create(cached.Root, cached.NarHash, cached.NarSize)
+	if _, err := cw.Write([]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	cw.CommitNow()
+	pr.want(cached)
+	if pr.queued.Load() != 3 {
+		t.Fatal("a NAR the cache holds was queued")
 	}
 	select {
 	case <-pr.idle:

@@ -220,6 +220,13 @@ func (c *Cache) Size() int64 {
 // Max is the bytes of NARs the cache holds at most.
 func (c *Cache) Max() int64 { return c.max }
 
+// Has reports whether the cache holds the NAR with this name (Name).
+func (c *Cache) Has(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byName[name] != nil
+}
+
 // Open returns the NAR of root with this hash and size, opened for
 // reading, or nil if the cache does not hold it.
 func (c *Cache) Open(root cid.Cid, narHash []byte, size int64) *os.File {
