@@ -53,6 +53,9 @@ type Config struct {
 	// NARCache, if set, keeps NARs once rendered and verified, and serves
 	// them again from there (see nar.go).
 	NARCache *narcache.Cache
+	// Local, if set, reads local blocks only, never the network
+	// (ipfsnode.Node.LocalBlocks); by default, API's offline DAG service.
+	Local ipld.NodeGetter
 	// Recycle, if set, takes the data of each block a render has written
 	// and holds no more (ipfsnode.Node.Recycle), for the store to reuse.
 	Recycle func(data []byte)
@@ -157,14 +160,17 @@ func New(cfg Config) *Gateway {
 			cfg.Sources = countedSources{next: cfg.Sources, m: m}
 		}
 	}
+	if cfg.Local == nil && cfg.API != nil {
+		cfg.Local = LocalBlocks(cfg.API)
+	}
 	if cfg.Retriever == nil && cfg.API != nil {
-		cfg.Retriever = retrieve.New(retrieve.Config{Local: LocalBlocks(cfg.API), Network: cfg.API.Dag(), Logger: cfg.Logger})
+		cfg.Retriever = retrieve.New(retrieve.Config{Local: cfg.Local, Network: cfg.API.Dag(), Logger: cfg.Logger})
 	}
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,
 		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
-	if cfg.Prerender > 0 && cfg.NARCache != nil && cfg.API != nil {
-		if local := LocalBlocks(cfg.API); local != nil {
+	if cfg.Prerender > 0 && cfg.NARCache != nil {
+		if local := cfg.Local; local != nil {
 			if cfg.Recycle != nil {
 				local = ipldnar.WithRecycle(local, cfg.Recycle)
 			}

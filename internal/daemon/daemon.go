@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Recent: recent.list, PinsEvery: 30 * time.Second}
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
-	gc.Recycle = cfg.Node.Recycle
+	gc.Recycle, gc.Local = cfg.Node.Recycle, cfg.Node.LocalBlocks()
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nixipfs/nixipfs/gateway"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
@@ -47,7 +46,7 @@ func (h *holders) list(ctx context.Context) []string {
 func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metrics.Metrics) *retrieve.Retriever {
 	cnt := &retrieve.Counters{}
 	r := retrieve.New(retrieve.Config{
-		Local:   gateway.LocalBlocks(node.API),
+		Local:   node.LocalBlocks(),
 		Network: node.API.Dag(),
 		NewWriter: func(ctx context.Context) (retrieve.BlockWriter, error) {
 			return node.NewBlockWriter(ctx)

@@ -101,6 +101,8 @@ type Node struct {
 	rpc      *rpc.HttpApi
 	repoPath string
 	store    *pebbleStore // the embedded repo's nixipfs-pebble datastore, if it is one
+	// hashOnRead is the repo's Datastore.HashOnRead, for LocalBlocks.
+	hashOnRead bool
 
 	pinBatch sync.Mutex // one PinDirect or Unpin batch at a time
 }
@@ -414,7 +416,7 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		nd.Close()
 		return nil, fmt.Errorf("core API: %w", err)
 	}
-	n := &Node{API: api, embedded: nd, repoPath: repoPath, store: storeOf(repoPath)}
+	n := &Node{API: api, embedded: nd, repoPath: repoPath, store: storeOf(repoPath), hashOnRead: cfg.Datastore.HashOnRead}
 	if opts.Online {
 		if err := n.Connect(ctx, opts.Peers...); err != nil {
 			slog.Warn("connect peers", "err", err)

@@ -122,7 +122,7 @@ func renderAll(ctx context.Context, node *ipfsnode.Node, local *manifests.Local,
 	for range repeat {
 		for _, p := range infos {
 			h := sha256.New()
-			n, err := ipldnar.Render(ctx, h, p.Root, ipldnar.WithRecycle(node.API.Dag(), node.Recycle))
+			n, err := ipldnar.Render(ctx, h, p.Root, ipldnar.WithRecycle(node.LocalBlocks(), node.Recycle))
 			if err != nil {
 				return 0, 0, fmt.Errorf("render %s: %w", p.StorePath, err)
 			}
