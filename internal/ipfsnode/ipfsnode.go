@@ -101,8 +101,9 @@ type Node struct {
 	rpc      *rpc.HttpApi
 	repoPath string
 	store    *pebbleStore // the embedded repo's nixipfs-pebble datastore, if it is one
-	// hashOnRead is the repo's Datastore.HashOnRead, for LocalBlocks.
-	hashOnRead bool
+	// For LocalBlocks: the repo's Datastore.HashOnRead, and whether kubo
+	// applies a denylist to its blocks (contentBlocking).
+	hashOnRead, blocking bool
 
 	pinBatch sync.Mutex // one PinDirect or Unpin batch at a time
 }
@@ -416,7 +417,8 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		nd.Close()
 		return nil, fmt.Errorf("core API: %w", err)
 	}
-	n := &Node{API: api, embedded: nd, repoPath: repoPath, store: storeOf(repoPath), hashOnRead: cfg.Datastore.HashOnRead}
+	n := &Node{API: api, embedded: nd, repoPath: repoPath, store: storeOf(repoPath),
+		hashOnRead: cfg.Datastore.HashOnRead, blocking: contentBlocking(repoPath)}
 	if opts.Online {
 		if err := n.Connect(ctx, opts.Peers...); err != nil {
 			slog.Warn("connect peers", "err", err)

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ipfs-shipyard/nopfs"
 
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -22,16 +26,43 @@ import (
 // exchange, ARC and bloom caches, CID checks, datastore metrics, key
 // transforms) cost a sixth of a render's CPU, block by block. What of them
 // matters here is kept: identity CIDs, the hash allowlist, and
-// Datastore.HashOnRead.
+// Datastore.HashOnRead; and a node with kubo's content blocking on (a
+// denylist) reads through kubo, which applies it.
 func (n *Node) LocalBlocks() ipld.NodeGetter {
-	if n.store != nil && n.store.ord != nil {
-		return storeDag{s: n.store, hashOnRead: n.hashOnRead}
+	if d := n.directBlocks(); d != nil {
+		return d
 	}
 	off, err := n.API.WithOptions(options.Api.Offline(true))
 	if err != nil {
 		return nil
 	}
 	return off.Dag()
+}
+
+// directBlocks reads the ordered store directly, or is nil if the node
+// has none or must read through kubo.
+func (n *Node) directBlocks() ipld.NodeGetter {
+	if n.store == nil || n.store.ord == nil || n.blocking {
+		return nil
+	}
+	return storeDag{s: n.store, hashOnRead: n.hashOnRead}
+}
+
+// contentBlocking reports whether kubo's content blocking (its nopfs
+// plugin) has a denylist to apply to the repo at repoPath: one in the
+// repo's denylists directory, $XDG_CONFIG_HOME/ipfs/denylists or
+// /etc/ipfs/denylists, unless IPFS_CONTENT_BLOCKING_DISABLE is set. kubo
+// reads the list of files when a node starts, and so does this.
+func contentBlocking(repoPath string) bool {
+	if os.Getenv("IPFS_CONTENT_BLOCKING_DISABLE") != "" {
+		return false
+	}
+	files, err := nopfs.GetDenylistFiles()
+	if err != nil {
+		return true // what kubo applies is unknown: leave it to kubo
+	}
+	repoFiles, err := nopfs.GetDenylistFilesInDir(filepath.Join(repoPath, "denylists"))
+	return err != nil || len(files)+len(repoFiles) > 0
 }
 
 type storeDag struct {

@@ -3,6 +3,8 @@ package ipfsnode
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -68,5 +70,51 @@ func TestStoreDag(t *testing.T) {
 	}
 	if _, err := (storeDag{s: s, hashOnRead: true}).Get(ctx, forged.Cid()); err == nil || !strings.Contains(err.Error(), "HashOnRead") {
 		t.Fatalf("with HashOnRead: %v, want a refusal", err)
+	}
+}
+
+// TestContentBlocking checks when renders must read through kubo, which
+// applies its denylists: a .deny file in the repo's denylists directory or
+// in $XDG_CONFIG_HOME/ipfs/denylists turns the direct reads off, unless
+// IPFS_CONTENT_BLOCKING_DISABLE is set (as in kubo).
+func TestContentBlocking(t *testing.T) {
+	t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "")
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	if _, err := os.Stat("/etc/ipfs/denylists"); err == nil {
+		t.Fatal("this machine has /etc/ipfs/denylists: the test cannot tell its cases apart")
+	}
+	repo := t.TempDir()
+	s := openTestStore(t, repo, layoutOrdered)
+	defer s.Close()
+	direct := func() bool {
+		n := &Node{store: s, blocking: contentBlocking(repo)}
+		return n.directBlocks() != nil
+	}
+	if !direct() {
+		t.Fatal("no denylist: renders do not read the store directly")
+	}
+	deny := func(dir string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "bad.deny"), []byte("/ipfs/bafkqaaa\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, dir := range []string{filepath.Join(repo, "denylists"), filepath.Join(xdg, "ipfs", "denylists")} {
+		deny(dir)
+		if direct() {
+			t.Errorf("a denylist in %s: renders read the store directly, not through kubo's blocker", dir)
+		}
+		t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "1")
+		if !direct() {
+			t.Errorf("IPFS_CONTENT_BLOCKING_DISABLE: renders do not read the store directly")
+		}
+		t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "")
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
