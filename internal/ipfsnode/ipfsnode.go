@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs-shipyard/nopfs"
 	"github.com/ipfs/boxo/autoconf"
 	"github.com/ipfs/kubo/client/rpc"
 	"github.com/ipfs/kubo/config"
@@ -101,9 +102,10 @@ type Node struct {
 	rpc      *rpc.HttpApi
 	repoPath string
 	store    *pebbleStore // the embedded repo's nixipfs-pebble datastore, if it is one
-	// For LocalBlocks: the repo's Datastore.HashOnRead, and whether kubo
-	// applies a denylist to its blocks (contentBlocking).
-	hashOnRead, blocking bool
+	// For LocalBlocks: the repo's Datastore.HashOnRead, and the denylists
+	// kubo applies to its blocks (nil: none).
+	hashOnRead bool
+	blocker    *nopfs.Blocker
 
 	pinBatch sync.Mutex // one PinDirect or Unpin batch at a time
 }
@@ -121,6 +123,9 @@ func (n *Node) Embedded() *core.IpfsNode { return n.embedded }
 
 // Close stops an embedded node; for an external one it does nothing.
 func (n *Node) Close() error {
+	if n.blocker != nil {
+		n.blocker.Close()
+	}
 	if n.embedded != nil {
 		return n.embedded.Close()
 	}
@@ -417,8 +422,13 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		nd.Close()
 		return nil, fmt.Errorf("core API: %w", err)
 	}
+	blocker, err := newBlocker()
+	if err != nil {
+		nd.Close()
+		return nil, fmt.Errorf("content blocking: %w", err)
+	}
 	n := &Node{API: api, embedded: nd, repoPath: repoPath, store: storeOf(repoPath),
-		hashOnRead: cfg.Datastore.HashOnRead, blocking: contentBlocking(repoPath)}
+		hashOnRead: cfg.Datastore.HashOnRead, blocker: blocker}
 	if opts.Online {
 		if err := n.Connect(ctx, opts.Peers...); err != nil {
 			slog.Warn("connect peers", "err", err)

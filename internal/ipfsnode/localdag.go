@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/ipfs-shipyard/nopfs"
 
@@ -25,12 +24,12 @@ import (
 // reads it directly: kubo's blockservice and blockstore layers (the
 // exchange, ARC and bloom caches, CID checks, datastore metrics, key
 // transforms) cost a sixth of a render's CPU, block by block. What of them
-// matters here is kept: identity CIDs, the hash allowlist, and
-// Datastore.HashOnRead; and a node with kubo's content blocking on (a
-// denylist) reads through kubo, which applies it.
+// matters here is kept: identity CIDs, the hash allowlist,
+// Datastore.HashOnRead, and kubo's denylists (content blocking), which
+// kubo's own offline API does not apply.
 func (n *Node) LocalBlocks() ipld.NodeGetter {
-	if d := n.directBlocks(); d != nil {
-		return d
+	if n.store != nil && n.store.ord != nil {
+		return storeDag{s: n.store, hashOnRead: n.hashOnRead, blocker: n.blocker}
 	}
 	off, err := n.API.WithOptions(options.Api.Offline(true))
 	if err != nil {
@@ -39,35 +38,49 @@ func (n *Node) LocalBlocks() ipld.NodeGetter {
 	return off.Dag()
 }
 
-// directBlocks reads the ordered store directly, or is nil if the node
-// has none or must read through kubo.
-func (n *Node) directBlocks() ipld.NodeGetter {
-	if n.store == nil || n.store.ord == nil || n.blocking {
-		return nil
-	}
-	return storeDag{s: n.store, hashOnRead: n.hashOnRead}
-}
-
-// contentBlocking reports whether kubo's content blocking (its nopfs
-// plugin) has a denylist to apply to the repo at repoPath: one in the
-// repo's denylists directory, $XDG_CONFIG_HOME/ipfs/denylists or
-// /etc/ipfs/denylists, unless IPFS_CONTENT_BLOCKING_DISABLE is set. kubo
-// reads the list of files when a node starts, and so does this.
-func contentBlocking(repoPath string) bool {
+// denylists returns the denylist files kubo's content blocking (its nopfs
+// plugin) applies: the .deny files in $XDG_CONFIG_HOME/ipfs/denylists,
+// /etc/ipfs/denylists and ./denylists (the plugin's repo directory: nixipfs
+// loads kubo's plugins once per process, for no repo in particular), none
+// if IPFS_CONTENT_BLOCKING_DISABLE is set.
+func denylists() ([]string, error) {
 	if os.Getenv("IPFS_CONTENT_BLOCKING_DISABLE") != "" {
-		return false
+		return nil, nil
 	}
 	files, err := nopfs.GetDenylistFiles()
 	if err != nil {
-		return true // what kubo applies is unknown: leave it to kubo
+		return nil, err
 	}
-	repoFiles, err := nopfs.GetDenylistFilesInDir(filepath.Join(repoPath, "denylists"))
-	return err != nil || len(files)+len(repoFiles) > 0
+	more, err := nopfs.GetDenylistFilesInDir("denylists")
+	return append(files, more...), err
+}
+
+// newBlocker loads the denylists when a node starts; nil if there are
+// none. Unlike kubo's, it reads each file whole before the node serves
+// (kubo reads them in the background, and so could serve a block its list
+// names in the first moments) and does not follow appends: a restart
+// takes changes.
+func newBlocker() (*nopfs.Blocker, error) {
+	files, err := denylists()
+	if err != nil || len(files) == 0 {
+		return nil, err
+	}
+	b := &nopfs.Blocker{Denylists: map[string]*nopfs.Denylist{}}
+	for _, f := range files {
+		dl, err := nopfs.NewDenylist(f, false)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("load denylist %s: %w", f, err)
+		}
+		b.Denylists[f] = dl
+	}
+	return b, nil
 }
 
 type storeDag struct {
 	s          *pebbleStore
 	hashOnRead bool
+	blocker    *nopfs.Blocker // nil: no denylist
 }
 
 // blocksNS is where kubo keeps blocks in its datastore.
@@ -76,6 +89,11 @@ var blocksNS = ds.NewKey("/blocks")
 func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if err := verifcid.ValidateCid(verifcid.DefaultAllowlist, c); err != nil {
 		return nil, fmt.Errorf("block %s: %w", c, err)
+	}
+	if d.blocker != nil {
+		if err := d.blocker.IsCidBlocked(c).ToError(); err != nil {
+			return nil, err
+		}
 	}
 	var data []byte
 	if c.Prefix().MhType == mh.IDENTITY {

@@ -73,44 +73,60 @@ func TestStoreDag(t *testing.T) {
 	}
 }
 
-// TestContentBlocking checks when renders must read through kubo, which
-// applies its denylists: a .deny file in the repo's denylists directory or
-// in $XDG_CONFIG_HOME/ipfs/denylists turns the direct reads off, unless
-// IPFS_CONTENT_BLOCKING_DISABLE is set (as in kubo).
+// TestContentBlocking checks that direct reads apply kubo's denylists: a
+// .deny file in $XDG_CONFIG_HOME/ipfs/denylists or ./denylists (where
+// kubo's plugin looks, loaded with no repo) refuses the CIDs it names and
+// no other, unless IPFS_CONTENT_BLOCKING_DISABLE is set (as in kubo).
 func TestContentBlocking(t *testing.T) {
+	ctx := context.Background()
 	t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "")
 	xdg := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", xdg)
+	t.Chdir(t.TempDir())
 	if _, err := os.Stat("/etc/ipfs/denylists"); err == nil {
 		t.Fatal("this machine has /etc/ipfs/denylists: the test cannot tell its cases apart")
 	}
-	repo := t.TempDir()
-	s := openTestStore(t, repo, layoutOrdered)
+	s := openTestStore(t, t.TempDir(), layoutOrdered)
 	defer s.Close()
-	direct := func() bool {
-		n := &Node{store: s, blocking: contentBlocking(repo)}
-		return n.directBlocks() != nil
+	denied, other := merkledag.NewRawNode([]byte("denied")), merkledag.NewRawNode([]byte("other"))
+	for _, n := range []ipld.Node{denied, other} {
+		if err := s.Put(ctx, blocksNS.Child(dshelp.MultihashToDsKey(n.Cid().Hash())), n.RawData()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if !direct() {
-		t.Fatal("no denylist: renders do not read the store directly")
-	}
-	deny := func(dir string) {
+	// reads reports whether denied and other can be read by a node
+	// started now.
+	reads := func() (bool, bool) {
 		t.Helper()
+		b, err := newBlocker()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b != nil {
+			defer b.Close()
+		}
+		d := storeDag{s: s, blocker: b}
+		_, errD := d.Get(ctx, denied.Cid())
+		_, errO := d.Get(ctx, other.Cid())
+		return errD == nil, errO == nil
+	}
+	if d, o := reads(); !d || !o {
+		t.Fatalf("no denylist: reads %v, %v", d, o)
+	}
+	for _, dir := range []string{"denylists", filepath.Join(xdg, "ipfs", "denylists")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "bad.deny"), []byte("/ipfs/bafkqaaa\n"), 0o644); err != nil {
+		rule := "version: 1\nname: test\n---\n/ipfs/" + denied.Cid().String() + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "test.deny"), []byte(rule), 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
-	for _, dir := range []string{filepath.Join(repo, "denylists"), filepath.Join(xdg, "ipfs", "denylists")} {
-		deny(dir)
-		if direct() {
-			t.Errorf("a denylist in %s: renders read the store directly, not through kubo's blocker", dir)
+		if d, o := reads(); d || !o {
+			t.Errorf("a denylist in %s: the denied block read %v, the other %v", dir, d, o)
 		}
 		t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "1")
-		if !direct() {
-			t.Errorf("IPFS_CONTENT_BLOCKING_DISABLE: renders do not read the store directly")
+		if d, o := reads(); !d || !o {
+			t.Errorf("IPFS_CONTENT_BLOCKING_DISABLE: reads %v, %v", d, o)
 		}
 		t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "")
 		if err := os.RemoveAll(dir); err != nil {

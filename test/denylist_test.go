@@ -1,0 +1,58 @@
+package test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nixipfs/nixipfs/internal/nixtest"
+)
+
+// TestDenylist checks that kubo's content blocking reaches the NARs the
+// gateway renders, though renders read the datastore directly: with a
+// .deny file naming one published path's DAG root in
+// $XDG_CONFIG_HOME/ipfs/denylists, the embedded daemon does not serve that
+// NAR (404) and serves another path's; restarted without the file, it
+// serves both.
+func TestDenylist(t *testing.T) {
+	nixEnv(t)
+	store := nixtest.Store(t)
+	denied := addRandomFile(t, store, "denied.bin", 1<<20)
+	allowed := addRandomFile(t, store, "allowed.bin", 1<<20)
+	n := newNode(t, store, nil)
+	var root string
+	for _, r := range n.publish(t, denied, allowed) {
+		if r.StorePath == denied {
+			root = r.Root
+		}
+	}
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg) // the daemons inherit it
+	t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "")
+	dir := filepath.Join(xdg, "ipfs", "denylists")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(dir, "test.deny")
+	rule := "version: 1\nname: test\n---\n/ipfs/" + root + "\n"
+	if err := os.WriteFile(list, []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	statuses := func(args ...string) (int, int) {
+		d := n.daemon(t, append([]string{"--nar-cache-mb", "0"}, args...)...)
+		defer d.stop()
+		nar := func(p string) int { return httpStatus(d.url + "/" + narinfo(t, d.url, p)["URL"][0]) }
+		return nar(denied), nar(allowed)
+	}
+	if d, a := statuses(); d != http.StatusNotFound || a != http.StatusOK {
+		t.Fatalf("with the denylist: denied NAR %d (want 404), other NAR %d (want 200)", d, a)
+	}
+	if err := os.Remove(list); err != nil {
+		t.Fatal(err)
+	}
+	if d, a := statuses(); d != http.StatusOK || a != http.StatusOK {
+		t.Fatalf("without the denylist: NARs %d and %d, want 200", d, a)
+	}
+}
