@@ -56,6 +56,10 @@ type Config struct {
 	// Local, if set, reads local blocks only, never the network
 	// (ipfsnode.Node.LocalBlocks); by default, API's offline DAG service.
 	Local ipld.NodeGetter
+	// Denied, if set, names DAG roots whose NARs are not served from the
+	// NAR cache (kubo's denylists: ipfsnode.Node.Denied); renders refuse
+	// them as they read their blocks.
+	Denied func(root cid.Cid) bool
 	// Recycle, if set, takes the data of each block a render has written
 	// and holds no more (ipfsnode.Node.Recycle), for the store to reuse.
 	Recycle func(data []byte)

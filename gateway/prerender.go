@@ -191,6 +191,9 @@ func (pr *prerenderer) waitIdle(ctx context.Context) error {
 // throttled by any client, so waiting is quicker than rendering again.
 // Every NAR request passes here, so here the prerenderer learns of it.
 func (g *Gateway) openCached(ctx context.Context, root cid.Cid, narHash []byte, size int64) *os.File {
+	if g.cfg.Denied != nil && g.cfg.Denied(root) {
+		return nil // rendered, which refuses it
+	}
 	nc := g.cfg.NARCache
 	if g.prerender == nil {
 		return nc.Open(root, narHash, size)

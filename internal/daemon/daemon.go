@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Recent: recent.list, PinsEvery: 30 * time.Second}
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
-	gc.Recycle, gc.Local = cfg.Node.Recycle, cfg.Node.LocalBlocks()
+	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {

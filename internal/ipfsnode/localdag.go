@@ -38,6 +38,12 @@ func (n *Node) LocalBlocks() ipld.NodeGetter {
 	return off.Dag()
 }
 
+// Denied reports whether kubo's denylists (content blocking) name c, for
+// what is served without reading blocks (a NAR cache).
+func (n *Node) Denied(c cid.Cid) bool {
+	return n.blocker != nil && n.blocker.IsCidBlocked(c).ToError() != nil
+}
+
 // denylists returns the denylist files kubo's content blocking (its nopfs
 // plugin) applies: the .deny files in $XDG_CONFIG_HOME/ipfs/denylists,
 // /etc/ipfs/denylists and ./denylists (the plugin's repo directory: nixipfs
