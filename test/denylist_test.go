@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixipfs/nixipfs/internal/nixtest"
@@ -14,7 +15,8 @@ import (
 // .deny file naming one published path's DAG root in
 // $XDG_CONFIG_HOME/ipfs/denylists, the embedded daemon does not serve that
 // NAR (404), neither from its NAR cache (where a start without the file
-// put it) nor rendered, and serves another path's.
+// put it) nor rendered, nor its DAG as a CAR to peers (410), and serves
+// another path's.
 func TestDenylist(t *testing.T) {
 	nixEnv(t)
 	store := nixtest.Store(t)
@@ -40,7 +42,17 @@ func TestDenylist(t *testing.T) {
 	statuses := func(args ...string) (int, int) {
 		d := n.daemon(t, args...)
 		defer d.stop()
-		nar := func(p string) int { return httpStatus(d.url + "/" + narinfo(t, d.url, p)["URL"][0]) }
+		nar := func(p string) int {
+			ni := narinfo(t, d.url, p)
+			// What a peer fetches (a CAR of the DAG) answers alike: 410
+			// Gone for a denied root, as kubo's gateway.
+			root := strings.SplitN(strings.TrimPrefix(ni["URL"][0], "nar/"), "-", 2)[0]
+			car, status := httpStatus(d.url+"/ipfs/"+root+"?format=car"), httpStatus(d.url+"/"+ni["URL"][0])
+			if (car == http.StatusGone) != (status == http.StatusNotFound) || (car != http.StatusGone && car != http.StatusOK) {
+				t.Errorf("%s: NAR %d but its DAG's CAR %d", p, status, car)
+			}
+			return status
+		}
 		return nar(denied), nar(allowed)
 	}
 	// Served and put in the NAR cache before the denylist is written.

@@ -1,14 +1,18 @@
 package ipfsnode
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
 
+	"github.com/ipfs-shipyard/nopfs"
+	nopfsipfs "github.com/ipfs-shipyard/nopfs/ipfs"
 	"github.com/ipfs/boxo/blockservice"
 	bstore "github.com/ipfs/boxo/blockstore"
 	offline "github.com/ipfs/boxo/exchange/offline"
 	"github.com/ipfs/boxo/gateway"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,18 +39,33 @@ func (n *Node) TrustlessHandler(reg prometheus.Registerer) (http.Handler, error)
 	}
 	bs := n.embedded.Blockstore
 	bserv := blockservice.New(bs, offline.Exchange(bs))
+	if n.blocker != nil {
+		// kubo wraps only its node's own blockservice in its denylists.
+		bserv = nopfsipfs.WrapBlockService(bserv, n.blocker)
+	}
 	backend, err := gateway.NewBlocksBackend(bserv,
 		gateway.WithResolver(n.embedded.OfflineUnixFSPathResolver),
 		gateway.WithPrometheusRegistry(reg))
 	if err != nil {
 		return nil, err
 	}
-	return &trustless{bs: bs, boxo: gateway.NewHandler(gateway.Config{NoDNSLink: true, MetricsRegistry: reg}, backend)}, nil
+	return &trustless{bs: bs, blocker: n.blocker, boxo: gateway.NewHandler(gateway.Config{NoDNSLink: true, MetricsRegistry: reg}, backend)}, nil
 }
 
 type trustless struct {
-	bs   bstore.Blockstore
-	boxo http.Handler
+	bs      bstore.Blockstore
+	blocker *nopfs.Blocker // nil: no denylist
+	boxo    http.Handler
+}
+
+// get reads a block for a CAR export, refusing what the denylists name.
+func (t *trustless) get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if t.blocker != nil {
+		if err := t.blocker.IsCidBlocked(c).ToError(); err != nil {
+			return nil, err
+		}
+	}
+	return t.bs.Get(ctx, c)
 }
 
 // carContentType is what a whole-DAG CAR answer says it is.
@@ -56,6 +75,10 @@ func (t *trustless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	root, ok := wholeDAGCAR(r)
 	if !ok {
 		t.boxo.ServeHTTP(w, r)
+		return
+	}
+	if t.blocker != nil && t.blocker.IsCidBlocked(root).ToError() != nil {
+		http.Error(w, "blocked by a denylist: "+root.String(), http.StatusGone) // as kubo's gateway
 		return
 	}
 	if has, err := t.bs.Has(r.Context(), root); err != nil || !has {
@@ -71,7 +94,7 @@ func (t *trustless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	if _, err := carfile.Export(r.Context(), w, t.bs.Get, []cid.Cid{root}); err != nil {
+	if _, err := carfile.Export(r.Context(), w, t.get, []cid.Cid{root}); err != nil {
 		// A CAR cut short: the client's verifying reader sees it.
 		panic(http.ErrAbortHandler)
 	}
