@@ -56,9 +56,9 @@ type Config struct {
 	// Local, if set, reads local blocks only, never the network
 	// (ipfsnode.Node.LocalBlocks); by default, API's offline DAG service.
 	Local ipld.NodeGetter
-	// Denied, if set, names DAG roots whose NARs are not served from the
-	// NAR cache (kubo's denylists: ipfsnode.Node.Denied); renders refuse
-	// them as they read their blocks.
+	// Denied, if set, names blocks not to serve (kubo's denylists:
+	// ipfsnode.Node.Denied): a NAR whose root it names is not served from
+	// the NAR cache, and the default Retriever refuses the blocks it names.
 	Denied func(root cid.Cid) bool
 	// Recycle, if set, takes the data of each block a render has written
 	// and holds no more (ipfsnode.Node.Recycle), for the store to reuse.
@@ -168,7 +168,7 @@ func New(cfg Config) *Gateway {
 		cfg.Local = LocalBlocks(cfg.API)
 	}
 	if cfg.Retriever == nil && cfg.API != nil {
-		cfg.Retriever = retrieve.New(retrieve.Config{Local: cfg.Local, Network: cfg.API.Dag(), Logger: cfg.Logger})
+		cfg.Retriever = retrieve.New(retrieve.Config{Local: cfg.Local, Network: cfg.API.Dag(), Denied: cfg.Denied, Logger: cfg.Logger})
 	}
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,

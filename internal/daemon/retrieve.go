@@ -48,6 +48,7 @@ func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metri
 	r := retrieve.New(retrieve.Config{
 		Local:   node.LocalBlocks(),
 		Network: node.API.Dag(),
+		Denied:  node.Denied,
 		NewWriter: func(ctx context.Context) (retrieve.BlockWriter, error) {
 			return node.NewBlockWriter(ctx)
 		},

@@ -62,6 +62,9 @@ type Config struct {
 	Local ipld.NodeGetter
 	// Network reads through the IPFS node, bitswap included: the fallback.
 	Network ipld.NodeGetter
+	// Denied, if set, names blocks no render may use, wherever they come
+	// from (kubo's denylists: a holder's CAR stream does not apply them).
+	Denied func(cid.Cid) bool
 	// NewWriter opens a writer for blocks fetched over HTTP; nil: they are
 	// not stored.
 	NewWriter func(ctx context.Context) (BlockWriter, error)
@@ -236,6 +239,9 @@ func (s *Session) Asked() []string {
 func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if nd, ok := ipldnar.KnownNode(c); ok {
 		return nd, nil
+	}
+	if s.r.cfg.Denied != nil && s.r.cfg.Denied(c) {
+		return nil, fmt.Errorf("block %s is blocked by a denylist", c)
 	}
 	triedLocal := false
 	var waitingSince time.Time // since when this Get waits on streams

@@ -313,6 +313,32 @@ func oneCAR(t *testing.T, deferred int) {
 	}
 }
 
+// TestDenied renders from a holder's CAR stream with one of the DAG's
+// blocks denied: the render fails at it, and the network is not asked for
+// it either.
+func TestDenied(t *testing.T) {
+	f := newFixture(t)
+	h := newHolder(t, f.src, nil)
+	var leaf cid.Cid
+	nd, err := f.src.Get(context.Background(), f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(nd.Links()) > 0 {
+		leaf = nd.Links()[len(nd.Links())-1].Cid
+		if nd, err = f.src.Get(context.Background(), leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := f.retriever([]string{h.srv.URL}, func(c *Config) { c.Denied = func(c cid.Cid) bool { return c.Equals(leaf) } })
+	if _, err := f.render(t, r); err == nil || !strings.Contains(err.Error(), "denylist") {
+		t.Fatalf("render with a denied block: %v, want a denylist error", err)
+	}
+	if f.net.asked != 0 {
+		t.Errorf("the network was asked %d times", f.net.asked)
+	}
+}
+
 // A holder that fails in any way is followed by the next one, which is
 // asked for what is still missing; nothing it sent wrongly is stored.
 func TestFailingHolders(t *testing.T) {
