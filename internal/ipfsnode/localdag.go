@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/ipfs-shipyard/nopfs"
-
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/verifcid"
@@ -39,7 +38,8 @@ func (n *Node) LocalBlocks() ipld.NodeGetter {
 }
 
 // Denied reports whether kubo's denylists (content blocking) name c, for
-// what is served without reading blocks (a NAR cache).
+// what does not come through LocalBlocks: NARs in a NAR cache, blocks in
+// peers' CAR streams.
 func (n *Node) Denied(c cid.Cid) bool {
 	return n.blocker != nil && n.blocker.IsCidBlocked(c).ToError() != nil
 }
