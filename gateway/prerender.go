@@ -74,19 +74,14 @@ type queuedNAR struct {
 
 // register counts pr in m's registry.
 func (pr *prerenderer) register(m *metrics.Metrics) {
-	for _, c := range []struct {
-		name, help string
-		v          *atomic.Int64
-	}{
-		{"nixipfs_prerender_queued_total", "NARs queued by --prerender (narinfos served to a GET).", &pr.queued},
-		{"nixipfs_prerender_dropped_total", "NARs dropped from the --prerender queue: the oldest of a full queue, larger than its budget, or queued 10 min ago and not rendered.", &pr.dropped},
-		{"nixipfs_prerender_rendered_total", "NARs --prerender rendered into the NAR cache.", &pr.rendered},
-		{"nixipfs_prerender_failed_total", "NARs --prerender could not render: blocks not here, or a NAR that does not match its record.", &pr.failed},
-		{"nixipfs_prerender_used_total", "NARs --prerender rendered that were then asked for.", &pr.used},
-		{"nixipfs_prerender_unused_total", "NARs --prerender rendered that were not asked for within 10 min.", &pr.unused},
-	} {
-		m.CounterFunc(c.name, c.help, func() float64 { return float64(c.v.Load()) })
-	}
+	m.Atomics(
+		metrics.Atomic{Name: "nixipfs_prerender_queued_total", Help: "NARs queued by --prerender (narinfos served to a GET).", V: &pr.queued},
+		metrics.Atomic{Name: "nixipfs_prerender_dropped_total", Help: "NARs dropped from the --prerender queue: the oldest of a full queue, larger than its budget, or queued 10 min ago and not rendered.", V: &pr.dropped},
+		metrics.Atomic{Name: "nixipfs_prerender_rendered_total", Help: "NARs --prerender rendered into the NAR cache.", V: &pr.rendered},
+		metrics.Atomic{Name: "nixipfs_prerender_failed_total", Help: "NARs --prerender could not render: blocks not here, or a NAR that does not match its record.", V: &pr.failed},
+		metrics.Atomic{Name: "nixipfs_prerender_used_total", Help: "NARs --prerender rendered that were then asked for.", V: &pr.used},
+		metrics.Atomic{Name: "nixipfs_prerender_unused_total", Help: "NARs --prerender rendered that were not asked for within 10 min.", V: &pr.unused},
+	)
 }
 
 // newPrerenderer keeps at most max NARs queued and budget bytes rendered

@@ -57,19 +57,14 @@ func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metri
 		Stall:    stall,
 		Counters: cnt,
 	})
-	for _, c := range []struct {
-		name, help string
-		v          interface{ Load() int64 }
-	}{
-		{"nixipfs_retrieve_car_bytes_total", "Block bytes received in CAR streams from peers' gateways.", &cnt.CARBytes},
-		{"nixipfs_retrieve_car_streams_total", "CAR streams asked of peers' gateways.", &cnt.CARStreams},
-		{"nixipfs_retrieve_car_failures_total", "CAR streams that ended in an error (holder gone, bad or truncated CAR).", &cnt.CARFailures},
-		{"nixipfs_retrieve_rejected_total", "CAR streams refused for a block that does not match its CID or for too many bytes.", &cnt.RejectedCARs},
-		{"nixipfs_retrieve_network_blocks_total", "Blocks fetched through the IPFS node (bitswap) for renders.", &cnt.NetworkGets},
-		{"nixipfs_retrieve_stalls_total", "Waits for a block that hit the stall bound (the response was ended).", &cnt.Stalls},
-	} {
-		m.CounterFunc(c.name, c.help, func() float64 { return float64(c.v.Load()) })
-	}
+	m.Atomics(
+		metrics.Atomic{Name: "nixipfs_retrieve_car_bytes_total", Help: "Block bytes received in CAR streams from peers' gateways.", V: &cnt.CARBytes},
+		metrics.Atomic{Name: "nixipfs_retrieve_car_streams_total", Help: "CAR streams asked of peers' gateways.", V: &cnt.CARStreams},
+		metrics.Atomic{Name: "nixipfs_retrieve_car_failures_total", Help: "CAR streams that ended in an error (holder gone, bad or truncated CAR).", V: &cnt.CARFailures},
+		metrics.Atomic{Name: "nixipfs_retrieve_rejected_total", Help: "CAR streams refused for a block that does not match its CID or for too many bytes.", V: &cnt.RejectedCARs},
+		metrics.Atomic{Name: "nixipfs_retrieve_network_blocks_total", Help: "Blocks fetched through the IPFS node (bitswap) for renders.", V: &cnt.NetworkGets},
+		metrics.Atomic{Name: "nixipfs_retrieve_stalls_total", Help: "Waits for a block that hit the stall bound (the response was ended).", V: &cnt.Stalls},
+	)
 	return r
 }
 

@@ -125,10 +125,19 @@ func New() *Metrics {
 	return m
 }
 
-// CounterFunc registers a counter whose value f reads (figures kept by
-// other packages as atomics, such as peer retrieval's).
-func (m *Metrics) CounterFunc(name, help string, f func() float64) {
-	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+// Atomic is a counter kept by another package as an atomic integer (peer
+// retrieval's, the prerenderer's), read when /metrics is served.
+type Atomic struct {
+	Name, Help string
+	V          interface{ Load() int64 }
+}
+
+// Atomics registers counters kept as atomics.
+func (m *Metrics) Atomics(cs ...Atomic) {
+	for _, c := range cs {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.Name, Help: c.Help},
+			func() float64 { return float64(c.V.Load()) }))
+	}
 }
 
 // Handler serves the registry in the Prometheus text format.
