@@ -8,7 +8,6 @@ import (
 
 	"github.com/ipfs-shipyard/nopfs"
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/verifcid"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -16,6 +15,8 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/ipfs/kubo/core/coreiface/options"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/nixipfs/nixipfs/ipldnar"
 )
 
 // LocalBlocks reads the node's local blocks only, never the network (nil
@@ -40,8 +41,18 @@ func (n *Node) LocalBlocks() ipld.NodeGetter {
 // Denied reports whether kubo's denylists (content blocking) name c, for
 // what does not come through LocalBlocks: NARs in a NAR cache, blocks in
 // peers' CAR streams.
-func (n *Node) Denied(c cid.Cid) bool {
-	return n.blocker != nil && n.blocker.IsCidBlocked(c).ToError() != nil
+func (n *Node) Denied(c cid.Cid) bool { return blocked(n.blocker, c) != nil }
+
+// blocked returns b's refusal of c: nil if b is nil (no denylist) or lets
+// c through.
+func blocked(b *nopfs.Blocker, c cid.Cid) error {
+	if b == nil {
+		return nil
+	}
+	if err := b.IsCidBlocked(c).ToError(); err != nil {
+		return err
+	}
+	return nil
 }
 
 // denylists returns the denylist files kubo's content blocking (its nopfs
@@ -96,58 +107,42 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if err := verifcid.ValidateCid(verifcid.DefaultAllowlist, c); err != nil {
 		return nil, fmt.Errorf("block %s: %w", c, err)
 	}
-	if d.blocker != nil {
-		if err := d.blocker.IsCidBlocked(c).ToError(); err != nil {
-			return nil, err
-		}
+	if err := blocked(d.blocker, c); err != nil {
+		return nil, err
 	}
-	var data []byte
 	if c.Prefix().MhType == mh.IDENTITY {
-		dmh, err := mh.Decode(c.Hash())
-		if err != nil {
-			return nil, fmt.Errorf("block %s: %w", c, err)
+		if nd, ok := ipldnar.KnownNode(c); ok {
+			return nd, nil
 		}
-		data = dmh.Digest
-	} else {
-		var err error
-		data, err = d.s.Get(ctx, blocksNS.Child(dshelp.MultihashToDsKey(c.Hash())))
-		if errors.Is(err, ds.ErrNotFound) {
-			return nil, ipld.ErrNotFound{Cid: c}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read block %s: %w", c, err)
-		}
-		if d.hashOnRead {
-			if got, err := c.Prefix().Sum(data); err != nil || !got.Equals(c) {
-				return nil, fmt.Errorf("block %s: its data does not match its CID (Datastore.HashOnRead)", c)
-			}
+		return nil, fmt.Errorf("block %s: an identity CID whose data is no raw or dag-pb node", c)
+	}
+	data, err := d.s.Get(ctx, blocksNS.Child(dshelp.MultihashToDsKey(c.Hash())))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read block %s: %w", c, err)
+	}
+	if d.hashOnRead {
+		if got, err := c.Prefix().Sum(data); err != nil || !got.Equals(c) {
+			return nil, fmt.Errorf("block %s: its data does not match its CID (Datastore.HashOnRead)", c)
 		}
 	}
 	b, err := blocks.NewBlockWithCid(data, c)
 	if err != nil {
 		return nil, err
 	}
-	switch c.Type() {
-	case cid.Raw:
-		return merkledag.DecodeRawBlock(b)
-	case cid.DagProtobuf:
-		return merkledag.DecodeProtobufBlock(b)
-	}
-	return nil, fmt.Errorf("block %s: codec %#x is neither dag-pb nor raw", c, c.Type())
+	return ipldnar.DecodeBlock(b)
 }
 
+// GetMany reads each block in turn: they are local, so the channel holds
+// them all.
 func (d storeDag) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
 	out := make(chan *ipld.NodeOption, len(cs))
-	go func() {
-		defer close(out)
-		for _, c := range cs {
-			nd, err := d.Get(ctx, c)
-			select {
-			case out <- &ipld.NodeOption{Node: nd, Err: err}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	for _, c := range cs {
+		nd, err := d.Get(ctx, c)
+		out <- &ipld.NodeOption{Node: nd, Err: err}
+	}
+	close(out)
 	return out
 }

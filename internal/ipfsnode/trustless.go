@@ -60,10 +60,8 @@ type trustless struct {
 
 // get reads a block for a CAR export, refusing what the denylists name.
 func (t *trustless) get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
-	if t.blocker != nil {
-		if err := t.blocker.IsCidBlocked(c).ToError(); err != nil {
-			return nil, err
-		}
+	if err := blocked(t.blocker, c); err != nil {
+		return nil, err
 	}
 	return t.bs.Get(ctx, c)
 }
@@ -77,7 +75,7 @@ func (t *trustless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.boxo.ServeHTTP(w, r)
 		return
 	}
-	if t.blocker != nil && t.blocker.IsCidBlocked(root).ToError() != nil {
+	if blocked(t.blocker, root) != nil {
 		http.Error(w, "blocked by a denylist: "+root.String(), http.StatusGone) // as kubo's gateway
 		return
 	}
