@@ -100,8 +100,10 @@ type storeDag struct {
 	blocker    *nopfs.Blocker // nil: no denylist
 }
 
-// blocksNS is where kubo keeps blocks in its datastore.
-var blocksNS = ds.NewKey("/blocks")
+// blockKey is the datastore key kubo keeps the block of c under.
+func blockKey(c cid.Cid) ds.Key {
+	return ds.NewKey(blocksPrefix).Child(dshelp.MultihashToDsKey(c.Hash()))
+}
 
 func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if err := verifcid.ValidateCid(verifcid.DefaultAllowlist, c); err != nil {
@@ -116,7 +118,7 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		}
 		return nil, fmt.Errorf("block %s: an identity CID whose data is no raw or dag-pb node", c)
 	}
-	data, err := d.s.Get(ctx, blocksNS.Child(dshelp.MultihashToDsKey(c.Hash())))
+	data, err := d.s.Get(ctx, blockKey(c))
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, ipld.ErrNotFound{Cid: c}
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	dshelp "github.com/ipfs/boxo/datastore/dshelp"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -27,7 +26,7 @@ func TestStoreDag(t *testing.T) {
 	defer s.Close()
 	put := func(c cid.Cid, data []byte) {
 		t.Helper()
-		if err := s.Put(ctx, blocksNS.Child(dshelp.MultihashToDsKey(c.Hash())), data); err != nil {
+		if err := s.Put(ctx, blockKey(c), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -90,7 +89,7 @@ func TestContentBlocking(t *testing.T) {
 	defer s.Close()
 	denied, other := merkledag.NewRawNode([]byte("denied")), merkledag.NewRawNode([]byte("other"))
 	for _, n := range []ipld.Node{denied, other} {
-		if err := s.Put(ctx, blocksNS.Child(dshelp.MultihashToDsKey(n.Cid().Hash())), n.RawData()); err != nil {
+		if err := s.Put(ctx, blockKey(n.Cid()), n.RawData()); err != nil {
 			t.Fatal(err)
 		}
 	}
