@@ -169,6 +169,11 @@ func (r *Requester) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-listenErr:
+			if err == nil {
+				// listen ends quietly when ctx does; the caller needs to
+				// know why (a --timeout is not a finished build).
+				err = ctx.Err()
+			}
 			return err
 		case m := <-in:
 			if err := r.handle(ctx, m, time.Now()); err != nil {

@@ -3,6 +3,7 @@ package builder
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -113,5 +114,42 @@ func TestRequesterRejects(t *testing.T) {
 				t.Fatal("the manifest changed")
 			}
 		})
+	}
+}
+
+// TestRequesterDeadline: a requester whose context runs out while a job is
+// still offered says so, whichever of its waits notices first (a nil here
+// once let `nixipfs build --timeout` exit 0 with the job unbuilt).
+func TestRequesterDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	node, err := ipfsnode.Open(ctx, ipfsnode.Options{DataDir: dir, Online: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	q, err := OpenQueue(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pk := testKey(t, "builder-1")
+	job := &Job{Drv: testDrv, System: "x86_64-linux", Outputs: []string{testOut}, State: Offered}
+	if err := q.Save(job); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		r, err := NewRequester(ctx, RequesterConfig{Node: node, Network: "farm", Queue: q,
+			Manifest: manifests.OpenLocal(dir, node.API), TrustedBuilders: []signature.PublicKey{pk},
+			OfferInterval: 80 * time.Millisecond, Until: []string{testDrv}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, time.Duration(5+i%30)*time.Millisecond)
+		err = r.Run(rctx)
+		rcancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("run %d: Run = %v, want the deadline", i, err)
+		}
 	}
 }
