@@ -63,6 +63,10 @@ type Config struct {
 	// Recycle, if set, takes the data of each block a render has written
 	// and holds no more (ipfsnode.Node.Recycle), for the store to reuse.
 	Recycle func(data []byte)
+	// Reverify hashes every render of a NAR, not only the first that
+	// matched its NarHash (see Gateway.verified); for stores that check
+	// each block's hash on every read too (Datastore.HashOnRead).
+	Reverify bool
 
 	// Metrics, if set, counts requests, lookups and NAR renders, and is
 	// served at /metrics.
@@ -114,7 +118,17 @@ type Gateway struct {
 	// blocks); Drain waits for it.
 	background sync.WaitGroup
 	prerender  *prerenderer // nil: off
+	// verified remembers the NARs (narcache.Name: root, size, NarHash)
+	// whose render matched their NarHash. A root CID names its DAG's
+	// blocks, which are checked against their CIDs when stored or fetched,
+	// and so the bytes it renders to: renders of such a NAR again are not
+	// hashed. nil: Config.Reverify.
+	verified *lru.Cache[string, struct{}]
 }
+
+// verifiedNARs is how many verified NARs a gateway remembers (about 150
+// bytes each).
+const verifiedNARs = 1 << 16
 
 // Drain waits until the work answers left behind (storing the blocks a
 // render fetched from peers) is done, or ctx ends. Call it after the HTTP
@@ -173,6 +187,9 @@ func New(cfg Config) *Gateway {
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
 	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,
 		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
+	if !cfg.Reverify {
+		g.verified, _ = lru.New[string, struct{}](verifiedNARs)
+	}
 	if cfg.Prerender > 0 && cfg.NARCache != nil {
 		if local := cfg.Local; local != nil {
 			if cfg.Recycle != nil {

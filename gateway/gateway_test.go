@@ -87,7 +87,7 @@ func TestVerifierHoldsTail(t *testing.T) {
 	for name, want := range map[string][]byte{"good": sum[:], "bad": make([]byte, 32)} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			v := newVerifier(&out, int64(len(data)), want, 0, int64(len(data)))
+			v := New(Config{Reverify: true}).newVerifier(&out, testRoot, int64(len(data)), want, 0, int64(len(data)))
 			for i := 0; i < len(data); i += 1000 {
 				if _, err := v.Write(data[i:min(i+1000, len(data))]); err != nil {
 					t.Fatal(err)
@@ -105,8 +105,60 @@ func TestVerifierHoldsTail(t *testing.T) {
 			}
 		})
 	}
-	v := newVerifier(&bytes.Buffer{}, 10, nil, 0, 10)
+	v := New(Config{}).newVerifier(&bytes.Buffer{}, testRoot, 10, nil, 0, 10)
 	if _, err := v.Write(make([]byte, 11)); err == nil {
 		t.Fatal("accepted more bytes than the recorded size")
+	}
+}
+
+// testRoot is a CID for verifier tests, which never read its DAG.
+var testRoot = cid.MustParse("bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi")
+
+// TestVerifiedOnce: a NAR whose render matched its NarHash is not hashed
+// again, unless Config.Reverify; one that did not match, or the same root
+// under another NarHash or size, is.
+func TestVerifiedOnce(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 10000)
+	sum := sha256.Sum256(data)
+	size := int64(len(data))
+	render := func(g *Gateway, want []byte, size int64) (hashed bool, err error) {
+		var out bytes.Buffer
+		v := g.newVerifier(&out, testRoot, size, want, 0, size)
+		if _, err := v.Write(data); err != nil {
+			return v.h != nil, err
+		}
+		if err := v.finish(); err != nil {
+			return v.h != nil, err
+		}
+		if !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("passed %d bytes, want the NAR's %d", out.Len(), len(data))
+		}
+		return v.h != nil, nil
+	}
+	g := New(Config{})
+	bad := make([]byte, 32)
+	for i, step := range []struct {
+		want     []byte
+		size     int64
+		hashed   bool
+		mismatch bool
+	}{
+		{bad, size, true, true},      // a wrong NarHash is not remembered...
+		{bad, size, true, true},      // ...so it is hashed (and refused) again
+		{sum[:], size, true, false},  // the first match is hashed
+		{sum[:], size, false, false}, // and then trusted
+		{bad, size, true, true},      // the same root under another NarHash is not
+		{sum[:], size + 1, true, true},
+	} {
+		hashed, err := render(g, step.want, step.size)
+		if hashed != step.hashed || (err != nil) != step.mismatch {
+			t.Fatalf("render %d: hashed %v, err %v; want hashed %v, mismatch %v", i, hashed, err, step.hashed, step.mismatch)
+		}
+	}
+	g = New(Config{Reverify: true})
+	for i := range 2 {
+		if hashed, err := render(g, sum[:], size); !hashed || err != nil {
+			t.Fatalf("Reverify, render %d: hashed %v, err %v", i, hashed, err)
+		}
 	}
 }

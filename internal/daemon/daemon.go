@@ -243,6 +243,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
 	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
+	gc.Reverify = cfg.Node.HashOnRead()
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {

@@ -38,6 +38,11 @@ func (n *Node) LocalBlocks() ipld.NodeGetter {
 	return off.Dag()
 }
 
+// HashOnRead reports whether the embedded repo checks every block against
+// its CID when it is read (Datastore.HashOnRead): those who set it want
+// every render's NarHash checked too (gateway.Config.Reverify).
+func (n *Node) HashOnRead() bool { return n.hashOnRead }
+
 // Denied reports whether kubo's denylists (content blocking) name c, for
 // what does not come through LocalBlocks: NARs in a NAR cache, blocks in
 // peers' CAR streams.
