@@ -35,7 +35,12 @@ const (
 	lookaheadBytes  = 32 << 20 // fetched bytes waiting for Render
 	lookaheadNodes  = 4096     // CIDs listed ahead of Render
 	lookaheadHints  = 16       // dag-pb children fetched before the walker needs them
-	prefetchWorkers = 16       // concurrent fetches
+	prefetchWorkers = 16       // concurrent fetches, at most
+	// Fetches start this many at a time, doubled each time Render has to
+	// wait for one: blocks in memory or on a local disk cost CPU, not
+	// latency, and more workers there only switch between threads; a
+	// peer's blocks need all of them.
+	initialWorkers = 2
 )
 
 type lookahead struct {
@@ -45,16 +50,17 @@ type lookahead struct {
 	wg     sync.WaitGroup
 	stop   func() bool // ends the AfterFunc that wakes waiters
 
-	mu       sync.Mutex
-	cond     *sync.Cond // the list, bytes or off changed
-	work     *sync.Cond // jobs or off changed
-	jobs     []*slot    // fetches not yet taken by a worker
-	list     []*slot    // listed by the walker, not yet taken by Render
-	bytes    int        // of fetched nodes not yet taken
-	hints    map[cid.Cid]*slot
-	workers  int
-	walkDone bool
-	off      bool // Render diverged or closed: no more look-ahead
+	mu         sync.Mutex
+	cond       *sync.Cond // the list, bytes or off changed
+	work       *sync.Cond // jobs or off changed
+	jobs       []*slot    // fetches not yet taken by a worker
+	list       []*slot    // listed by the walker, not yet taken by Render
+	bytes      int        // of fetched nodes not yet taken
+	hints      map[cid.Cid]*slot
+	workers    int
+	maxWorkers int // workers that may run now
+	walkDone   bool
+	off        bool // Render diverged or closed: no more look-ahead
 }
 
 // slot is one listed CID.
@@ -69,8 +75,9 @@ type slot struct {
 // newLookahead starts walking the DAG below root.
 func newLookahead(ctx context.Context, src ipld.NodeGetter, root cid.Cid) *lookahead {
 	l := &lookahead{
-		src:   src,
-		hints: make(map[cid.Cid]*slot),
+		src:        src,
+		hints:      make(map[cid.Cid]*slot),
+		maxWorkers: initialWorkers,
 	}
 	l.cond = sync.NewCond(&l.mu)
 	l.work = sync.NewCond(&l.mu)
@@ -123,6 +130,11 @@ func (l *lookahead) next(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	l.list[0] = nil
 	l.list = l.list[1:]
 	l.dispatch()
+	select {
+	case <-s.done:
+	default:
+		l.more()
+	}
 	l.mu.Unlock()
 	select {
 	case <-s.done:
@@ -156,16 +168,27 @@ func (l *lookahead) dispatch() {
 	}
 }
 
-// start hands s to a worker, starting one if fewer than prefetchWorkers
-// run. Called with mu held and !l.off.
+// start hands s to a worker, starting one if fewer than maxWorkers run.
+// Called with mu held and !l.off.
 func (l *lookahead) start(s *slot) {
 	s.started = true
-	if l.workers < prefetchWorkers {
+	if l.workers < l.maxWorkers {
 		l.workers++
 		l.wg.Go(l.worker)
 	}
 	l.jobs = append(l.jobs, s)
 	l.work.Signal()
+}
+
+// more doubles the workers allowed, up to prefetchWorkers, and starts them
+// for the fetches waiting: Render is about to wait for one. Called with mu
+// held and !l.off.
+func (l *lookahead) more() {
+	l.maxWorkers = min(2*l.maxWorkers, prefetchWorkers)
+	for n := len(l.jobs); n > 0 && l.workers < l.maxWorkers; n-- {
+		l.workers++
+		l.wg.Go(l.worker)
+	}
 }
 
 // worker fetches jobs until look-ahead is off; jobs left then are
