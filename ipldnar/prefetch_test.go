@@ -128,3 +128,40 @@ func TestRenderLargeHintedNodes(t *testing.T) {
 		t.Fatal("Render hangs when hinted nodes fill the look-ahead")
 	}
 }
+
+// latencyGetter answers each Get after a delay, as a peer does, and
+// records how many ran at once.
+type latencyGetter struct {
+	ng            ipld.NodeGetter
+	delay         time.Duration
+	inflight, max atomic.Int32
+}
+
+func (g *latencyGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	n := g.inflight.Add(1)
+	defer g.inflight.Add(-1)
+	for m := g.max.Load(); n > m && !g.max.CompareAndSwap(m, n); m = g.max.Load() {
+	}
+	time.Sleep(g.delay) // the latency being modelled, not a wait for another goroutine
+	return g.ng.Get(ctx, c)
+}
+
+func (g *latencyGetter) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.NodeOption {
+	return (slowGetter{g, 0}).GetMany(ctx, cids)
+}
+
+// Look-ahead starts few fetches at a time, but when Render keeps waiting
+// for them (blocks from a peer) all prefetchWorkers run at once.
+func TestLookaheadWorkersGrow(t *testing.T) {
+	data := randBytes(8, 40<<20+5) // 41 leaves
+	nar := encodeNAR(dir(ent("a", file(data))))
+	ds := mdtest.Mock()
+	res := mustImport(t, nar, ds)
+	g := &latencyGetter{ng: ds, delay: 2 * time.Millisecond}
+	if got := mustRender(t, res.Root, g); !bytes.Equal(got, nar) {
+		t.Fatal("rendered NAR differs")
+	}
+	if m := g.max.Load(); m != prefetchWorkers {
+		t.Fatalf("at most %d fetches ran at once, want %d", m, prefetchWorkers)
+	}
+}
