@@ -422,7 +422,7 @@ func openEmbedded(ctx context.Context, opts Options) (*Node, error) {
 		nd.Close()
 		return nil, fmt.Errorf("core API: %w", err)
 	}
-	blocker, err := newBlocker()
+	blocker, err := newBlocker(repoPath)
 	if err != nil {
 		nd.Close()
 		return nil, fmt.Errorf("content blocking: %w", err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 
 	"github.com/ipfs-shipyard/nopfs"
 	dshelp "github.com/ipfs/boxo/datastore/dshelp"
@@ -63,9 +65,10 @@ func blocked(b *nopfs.Blocker, c cid.Cid) error {
 // denylists returns the denylist files kubo's content blocking (its nopfs
 // plugin) applies: the .deny files in $XDG_CONFIG_HOME/ipfs/denylists,
 // /etc/ipfs/denylists and ./denylists (the plugin's repo directory: nixipfs
-// loads kubo's plugins once per process, for no repo in particular), none
-// if IPFS_CONTENT_BLOCKING_DISABLE is set.
-func denylists() ([]string, error) {
+// loads kubo's plugins once per process, for no repo in particular), and
+// those in repo/denylists, where kubo with that repo would look; none if
+// IPFS_CONTENT_BLOCKING_DISABLE is set.
+func denylists(repo string) ([]string, error) {
 	if os.Getenv("IPFS_CONTENT_BLOCKING_DISABLE") != "" {
 		return nil, nil
 	}
@@ -73,8 +76,19 @@ func denylists() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	more, err := nopfs.GetDenylistFilesInDir("denylists")
-	return append(files, more...), err
+	dirs := []string{"denylists"}
+	if repo != "" {
+		dirs = append(dirs, filepath.Join(repo, "denylists"))
+	}
+	for _, d := range dirs {
+		more, err := nopfs.GetDenylistFilesInDir(d)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, more...)
+	}
+	slices.Sort(files)
+	return slices.Compact(files), nil
 }
 
 // newBlocker loads the denylists when a node starts; nil if there are
@@ -82,8 +96,8 @@ func denylists() ([]string, error) {
 // (kubo reads them in the background, and so could serve a block its list
 // names in the first moments) and does not follow appends: a restart
 // takes changes.
-func newBlocker() (*nopfs.Blocker, error) {
-	files, err := denylists()
+func newBlocker(repo string) (*nopfs.Blocker, error) {
+	files, err := denylists(repo)
 	if err != nil || len(files) == 0 {
 		return nil, err
 	}

@@ -73,15 +73,17 @@ func TestStoreDag(t *testing.T) {
 }
 
 // TestContentBlocking checks that direct reads apply kubo's denylists: a
-// .deny file in $XDG_CONFIG_HOME/ipfs/denylists or ./denylists (where
-// kubo's plugin looks, loaded with no repo) refuses the CIDs it names and
-// no other, unless IPFS_CONTENT_BLOCKING_DISABLE is set (as in kubo).
+// .deny file in $XDG_CONFIG_HOME/ipfs/denylists, ./denylists (where
+// kubo's plugin looks, loaded with no repo) or the repo's denylists refuses
+// the CIDs it names and no other, unless IPFS_CONTENT_BLOCKING_DISABLE is
+// set (as in kubo).
 func TestContentBlocking(t *testing.T) {
 	ctx := context.Background()
 	t.Setenv("IPFS_CONTENT_BLOCKING_DISABLE", "")
 	xdg := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", xdg)
 	t.Chdir(t.TempDir())
+	repo := t.TempDir()
 	if _, err := os.Stat("/etc/ipfs/denylists"); err == nil {
 		t.Fatal("this machine has /etc/ipfs/denylists: the test cannot tell its cases apart")
 	}
@@ -97,7 +99,7 @@ func TestContentBlocking(t *testing.T) {
 	// started now.
 	reads := func() (bool, bool) {
 		t.Helper()
-		b, err := newBlocker()
+		b, err := newBlocker(repo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +114,7 @@ func TestContentBlocking(t *testing.T) {
 	if d, o := reads(); !d || !o {
 		t.Fatalf("no denylist: reads %v, %v", d, o)
 	}
-	for _, dir := range []string{"denylists", filepath.Join(xdg, "ipfs", "denylists")} {
+	for _, dir := range []string{"denylists", filepath.Join(xdg, "ipfs", "denylists"), filepath.Join(repo, "denylists")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
