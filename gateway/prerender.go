@@ -297,9 +297,12 @@ func (pr *prerenderer) render(p *manifests.PathInfo, cw *narcache.Writer) bool {
 		err = vw.finish()
 	}
 	if err != nil {
+		cw.Abort()
+		if pr.ctx.Err() != nil {
+			return false // stopped (the daemon is shutting down): no failure
+		}
 		pr.g.cfg.Logger.Debug("prerender", "path", p.StorePath, "err", err)
 		pr.failed.Add(1)
-		cw.Abort()
 		return false
 	}
 	cw.CommitNow() // visible when a request waiting for it looks

@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/nixipfs/nixipfs/gateway/narcache"
@@ -131,5 +133,45 @@ func TestPrerenderBudget(t *testing.T) {
 	pr.next(now)
 	if pr.aheadBytes != 0 || pr.unused.Load() != 1 || len(pr.ahead) != 0 {
 		t.Fatalf("stale NAR ahead: %d bytes ahead, %d unused; want 0 and 1", pr.aheadBytes, pr.unused.Load())
+	}
+}
+
+// hangingGetter answers no Get until its context ends; started is closed
+// at the first.
+type hangingGetter struct {
+	ipld.NodeGetter
+	once    sync.Once
+	started chan struct{}
+}
+
+func (h *hangingGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	h.once.Do(func() { close(h.started) })
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestPrerenderStop: a render cut short by stop (the daemon shutting down)
+// is not counted as failed, and nothing of it enters the NAR cache.
+func TestPrerenderStop(t *testing.T) {
+	nc, err := narcache.Open(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	h := &hangingGetter{NodeGetter: mdtest.Mock(), started: make(chan struct{})}
+	pr := newPrerenderer(&Gateway{cfg: Config{NARCache: nc, Logger: slog.Default()}}, h, 8, 1<<20)
+	p := record(1, 10)
+	pr.want(p)
+	pr.requested(record(2, 1).Root, "another NAR")
+	<-h.started
+	pr.stop()
+	if err := pr.waitIdle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if pr.failed.Load() != 0 || pr.rendered.Load() != 0 {
+		t.Fatalf("%d failed, %d rendered; want none of either", pr.failed.Load(), pr.rendered.Load())
+	}
+	if nc.Has(narcache.Name(p.Root, p.NarHash, p.NarSize)) {
+		t.Fatal("the cut render entered the NAR cache")
 	}
 }
