@@ -21,16 +21,7 @@ import (
 func TestRequesterRejects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	node, err := ipfsnode.Open(ctx, ipfsnode.Options{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	q, err := OpenQueue(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, q, dir := testRequesterEnv(ctx, t, false)
 	skTrusted, pkTrusted := testKey(t, "builder-1")
 	skOther, _ := testKey(t, "intruder-1")
 	local := manifests.OpenLocal(dir, node.API)
@@ -123,16 +114,7 @@ func TestRequesterRejects(t *testing.T) {
 func TestRequesterDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	node, err := ipfsnode.Open(ctx, ipfsnode.Options{DataDir: dir, Online: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	q, err := OpenQueue(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, q, dir := testRequesterEnv(ctx, t, true)
 	_, pk := testKey(t, "builder-1")
 	job := &Job{Drv: testDrv, System: "x86_64-linux", Outputs: []string{testOut}, State: Offered}
 	if err := q.Save(job); err != nil {
@@ -152,4 +134,21 @@ func TestRequesterDeadline(t *testing.T) {
 			t.Fatalf("run %d: Run = %v, want the deadline", i, err)
 		}
 	}
+}
+
+// testRequesterEnv opens a real embedded node (online: with a swarm on
+// loopback, for pubsub) and a build queue in a fresh data dir.
+func testRequesterEnv(ctx context.Context, t *testing.T, online bool) (*ipfsnode.Node, *Queue, string) {
+	t.Helper()
+	dir := t.TempDir()
+	node, err := ipfsnode.Open(ctx, ipfsnode.Options{DataDir: dir, Online: online})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	q, err := OpenQueue(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node, q, dir
 }
