@@ -273,15 +273,14 @@ func (g *Gateway) newVerifier(w io.Writer, root cid.Cid, size int64, want []byte
 	if !v.full {
 		return v
 	}
-	if g.verified == nil {
-		v.h = sha256.New()
-		return v
-	}
-	name := narcache.Name(root, want, size)
-	if !g.verified.Contains(name) {
-		v.h = sha256.New()
+	if g.verified != nil {
+		name := narcache.Name(root, want, size)
+		if g.verified.Contains(name) {
+			return v
+		}
 		v.matched = func() { g.verified.Add(name, struct{}{}) }
 	}
+	v.h = sha256.New()
 	return v
 }
 
