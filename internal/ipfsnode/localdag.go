@@ -56,6 +56,8 @@ func blocked(b *nopfs.Blocker, c cid.Cid) error {
 	if b == nil {
 		return nil
 	}
+	// ToError returns a *StatusError: returned as it is, a nil one would
+	// be a non-nil error.
 	if err := b.IsCidBlocked(c).ToError(); err != nil {
 		return err
 	}
