@@ -138,18 +138,18 @@ func (n *node) manifestVersion(t *testing.T) (string, int64) {
 	return show.Version, show.Paths
 }
 
-// TestDiskFull publishes onto a data dir on a 128 MiB tmpfs (the pebble
-// datastore keeps 64 MiB in reserve): a path larger than the free space fails with a clear error (direct and queued), the
+// TestDiskFull publishes onto a data dir on a 384 MiB tmpfs (the pebble
+// datastore keeps 128 MiB in reserve, and its logs take 35 MiB each): a path larger than the free space fails with a clear error (direct and queued), the
 // previous manifest stays current and served, queueing on a full disk is
 // refused cleanly, and once there is room the queued path is published.
 func TestDiskFull(t *testing.T) {
 	nixEnv(t)
 	store := nixtest.Store(t)
 	small := addTrees(t, store, "small", 1, 4096)[0]
-	big := addRandomFile(t, store, "big.bin", 96<<20)
+	big := addRandomFile(t, store, "big.bin", 224<<20)
 	ns := mountNS(t)
 	dataDir := t.TempDir()
-	run(t, nil, ns[0], append(ns[1:], "mount", "-t", "tmpfs", "-o", "size=128m,mode=0700", "nixipfs-test", dataDir)...)
+	run(t, nil, ns[0], append(ns[1:], "mount", "-t", "tmpfs", "-o", "size=384m,mode=0700", "nixipfs-test", dataDir)...)
 	n := &node{dataDir: dataDir, store: store, wrap: ns}
 	inNS := func(args ...string) (string, string, error) { return runErr(nil, ns[0], append(ns[1:], args...)...) }
 
@@ -216,7 +216,7 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	// Room again: the queued path goes out on a later attempt.
-	run(t, nil, ns[0], append(ns[1:], "mount", "-o", "remount,size=512m", dataDir)...)
+	run(t, nil, ns[0], append(ns[1:], "mount", "-o", "remount,size=1g", dataDir)...)
 	took := waitServed(t, d.url, big, 2*time.Minute)
 	t.Logf("published %s after the disk grew", took.Round(time.Millisecond))
 	wantHash, wantSize := sha256Stream(t, "nix-store", "--dump", filepath.Join(store, big))

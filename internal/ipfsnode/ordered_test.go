@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -229,4 +230,58 @@ func TestOrderedLayoutOldRepo(t *testing.T) {
 	if got := dataEntries(t, s); len(got) != 0 {
 		t.Fatalf("old repo got data entries %v", got)
 	}
+}
+
+// commit reuses one pebble batch: batches of every size, one of them more
+// than half a memtable (which pebble takes over as a memtable of its own),
+// each read back whole after the ones written after it, and after a reopen.
+func TestOrderedCommitReuse(t *testing.T) {
+	ctx := context.Background()
+	repo := t.TempDir()
+	s := openTestStore(t, repo, layoutOrdered)
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := map[ds.Key][]byte{}
+	for i, n := range []int{3, 1, pebbleMemTable/2/(1<<20) + 4, 2, 40, 1} {
+		b, err := s.Batch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range n {
+			size := 1 << 20
+			if n == 40 {
+				size = 1000 + j // many small blocks
+			}
+			v := make([]byte, size)
+			for k := range v {
+				v[k] = byte(rng.Uint32())
+			}
+			k := ds.NewKey(fmt.Sprintf("/blocks/C%02d-%03d", i, j))
+			want[k] = v
+			if err := b.Put(ctx, k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(ctx); err != nil {
+			t.Fatalf("commit %d of %d blocks: %v", i, n, err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for k, v := range want {
+			got, err := s.Get(ctx, k)
+			if err != nil || !bytes.Equal(got, v) {
+				t.Fatalf("%s: %s: %d bytes (%v), want %d bytes as written", when, k, len(got), err, len(v))
+			}
+		}
+		if n := len(dataEntries(t, s)); n != len(want) {
+			t.Fatalf("%s: %d data entries for %d blocks", when, n, len(want))
+		}
+	}
+	check("after the last commit")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, repo, layoutOrdered)
+	defer s.Close()
+	check("after a reopen")
 }
