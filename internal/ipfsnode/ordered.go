@@ -1,12 +1,15 @@
 package ipfsnode
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	ds "github.com/ipfs/go-datastore"
@@ -51,6 +54,87 @@ type ordered struct {
 	seq   uint64        // last sequence number used, under mu
 	batch *pebble.Batch // reused by commit, under mu
 	bufs  *bufPool      // what reads copy values into
+
+	readers chan *reader // kept for get
+	// Commits that wrote blocks, and that deleted blocks: what a reader
+	// made before them does not see.
+	writes, deletes atomic.Uint64
+}
+
+// reader is a pair of pebble iterators that block reads reuse. A pebble Get
+// builds an iterator over every level of the tree and drops it; that was a
+// third of the cost of reading a block in a render (perf, --nar-cache-mb 0),
+// and a kept iterator seeks on from where it is (a render reads data
+// entries in order). An iterator sees the database as it was when made, so
+// get looks again with a fresh reader when a block is not found and blocks
+// were written since, readers made before a delete are dropped, and a
+// reader is kept for at most readerMaxAge (it holds on to the memtables and
+// files it sees).
+type reader struct {
+	refs, data      *pebble.Iterator
+	writes, deletes uint64 // the counts when made
+	made            time.Time
+}
+
+const (
+	readersKept  = 8
+	readerMaxAge = time.Second
+)
+
+func (o *ordered) newReader() (*reader, error) {
+	// The counts are read first: a commit after them may or may not be
+	// seen, and is then looked for again.
+	r := &reader{writes: o.writes.Load(), deletes: o.deletes.Load(), made: time.Now()}
+	var err error
+	if r.refs, err = o.db.NewIter(&pebble.IterOptions{LowerBound: []byte(blocksPrefix), UpperBound: prefixEnd(blocksPrefix)}); err != nil {
+		return nil, err
+	}
+	if r.data, err = o.db.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)}); err != nil {
+		r.refs.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *reader) close() {
+	r.refs.Close()
+	r.data.Close()
+}
+
+// takeReader returns a kept reader that has seen every delete, or a new one.
+func (o *ordered) takeReader() (*reader, error) {
+	for {
+		select {
+		case r := <-o.readers:
+			if r.deletes == o.deletes.Load() && time.Since(r.made) < readerMaxAge {
+				return r, nil
+			}
+			r.close()
+		default:
+			return o.newReader()
+		}
+	}
+}
+
+func (o *ordered) putReader(r *reader) {
+	select {
+	case o.readers <- r:
+	default:
+		r.close()
+	}
+}
+
+// close closes the kept readers; pebble refuses to close with iterators
+// open. No get may run during or after it.
+func (o *ordered) close() {
+	for {
+		select {
+		case r := <-o.readers:
+			r.close()
+		default:
+			return
+		}
+	}
 }
 
 func isBlockKey(k ds.Key) bool { return strings.HasPrefix(k.String(), blocksPrefix) }
@@ -77,7 +161,7 @@ func openOrdered(db *pebble.DB, fresh bool) (*ordered, error) {
 	if layout != layoutOrdered {
 		return nil, fmt.Errorf("datastore layout %q: this version knows only %q", layout, layoutOrdered)
 	}
-	o := &ordered{db: db, bufs: newBufPool()}
+	o := &ordered{db: db, bufs: newBufPool(), readers: make(chan *reader, readersKept)}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)})
 	if err != nil {
 		return nil, fmt.Errorf("find the last block: %w", err)
@@ -138,11 +222,53 @@ func (o *ordered) ref(k ds.Key) (ref, error) {
 }
 
 func (o *ordered) get(k ds.Key) ([]byte, error) {
-	r, err := o.ref(k)
+	r, err := o.takeReader()
 	if err != nil {
 		return nil, err
 	}
-	return o.value(k, r)
+	b, err := o.read(r, k)
+	if errors.Is(err, ds.ErrNotFound) && r.writes != o.writes.Load() {
+		// Perhaps written since the reader was made: look again.
+		r.close()
+		if r, err = o.newReader(); err != nil {
+			return nil, err
+		}
+		b, err = o.read(r, k)
+	}
+	o.putReader(r)
+	return b, err
+}
+
+// read reads block k through r.
+func (o *ordered) read(r *reader, k ds.Key) ([]byte, error) {
+	kb := k.Bytes()
+	if !r.refs.SeekGE(kb) || !bytes.Equal(r.refs.Key(), kb) {
+		if err := r.refs.Error(); err != nil {
+			return nil, err
+		}
+		return nil, ds.ErrNotFound
+	}
+	v, err := r.refs.ValueAndErr()
+	if err != nil {
+		return nil, err
+	}
+	ref, err := decodeRef(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", k, err)
+	}
+	dk := dataKey(ref.seq)
+	if !r.data.SeekGE(dk) || !bytes.Equal(r.data.Key(), dk) {
+		if err := r.data.Error(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: data entry %d is missing", k, ref.seq)
+	}
+	if v, err = r.data.ValueAndErr(); err != nil {
+		return nil, err
+	}
+	b := o.bufs.get(len(v))
+	copy(b, v)
+	return b, nil
 }
 
 // value reads the data entry r of block k.
@@ -199,6 +325,7 @@ func (o *ordered) commit(ops []op) error {
 	defer b.Reset()
 	put := map[string]bool{} // blocks put by this batch
 	seq := o.seq
+	deleted := false
 	for _, w := range ops {
 		k := w.key.Bytes()
 		switch {
@@ -211,6 +338,7 @@ func (o *ordered) commit(ops []op) error {
 				return err
 			}
 		case w.delete:
+			deleted = true
 			delete(put, string(k))
 			r, err := o.ref(w.key)
 			if errors.Is(err, ds.ErrNotFound) {
@@ -248,6 +376,12 @@ func (o *ordered) commit(ops []op) error {
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return err
+	}
+	if seq != o.seq {
+		o.writes.Add(1)
+	}
+	if deleted {
+		o.deletes.Add(1)
 	}
 	o.seq = seq
 	return nil

@@ -459,6 +459,9 @@ func (s *pebbleStore) Close() error {
 	}
 	s.closed = true
 	openStores.CompareAndDelete(s.repo, s)
+	if s.ord != nil {
+		s.ord.close()
+	}
 	if err := s.room(reserveDelete); err != nil {
 		// Closing flushes the memtable, which could meet a full disk.
 		// Without the flush nothing is lost: the next open replays the log.
