@@ -59,6 +59,13 @@ type ordered struct {
 	// Commits that wrote blocks, and that deleted blocks: what a reader
 	// made before them does not see.
 	writes, deletes atomic.Uint64
+	// Kept readers are closed readerMaxAge after they were made, by expire
+	// if no get does it first: an idle node would otherwise hold on to
+	// memtables and files for good.
+	expMu  sync.Mutex
+	expiry *time.Timer // set while readers may be kept, under expMu
+	closed bool        // under expMu
+	maxAge time.Duration
 }
 
 // reader is a pair of pebble iterators that block reads reuse. A pebble Get
@@ -106,7 +113,7 @@ func (o *ordered) takeReader() (*reader, error) {
 	for {
 		select {
 		case r := <-o.readers:
-			if r.deletes == o.deletes.Load() && time.Since(r.made) < readerMaxAge {
+			if r.deletes == o.deletes.Load() && time.Since(r.made) < o.maxAge {
 				return r, nil
 			}
 			r.close()
@@ -116,17 +123,63 @@ func (o *ordered) takeReader() (*reader, error) {
 	}
 }
 
+// putReader keeps r for another get, and has it closed when too old.
 func (o *ordered) putReader(r *reader) {
+	if !o.putBack(r) {
+		return
+	}
+	o.expMu.Lock()
+	if o.expiry == nil && !o.closed {
+		o.expiry = time.AfterFunc(o.maxAge, o.expire)
+	}
+	o.expMu.Unlock()
+}
+
+// expire closes the kept readers that are too old, and comes back while
+// any are kept.
+func (o *ordered) expire() {
+	o.expMu.Lock()
+	defer o.expMu.Unlock()
+	o.expiry = nil
+	if o.closed {
+		return
+	}
+	for range len(o.readers) {
+		select {
+		case r := <-o.readers:
+			if time.Since(r.made) < o.maxAge {
+				o.putBack(r)
+			} else {
+				r.close()
+			}
+		default:
+		}
+	}
+	if len(o.readers) > 0 {
+		o.expiry = time.AfterFunc(o.maxAge, o.expire)
+	}
+}
+
+// putBack keeps r, or closes it if as many are kept as may be.
+func (o *ordered) putBack(r *reader) bool {
 	select {
 	case o.readers <- r:
+		return true
 	default:
 		r.close()
+		return false
 	}
 }
 
 // close closes the kept readers; pebble refuses to close with iterators
 // open. No get may run during or after it.
 func (o *ordered) close() {
+	o.expMu.Lock()
+	defer o.expMu.Unlock()
+	o.closed = true
+	if o.expiry != nil {
+		o.expiry.Stop()
+	}
 	for {
 		select {
 		case r := <-o.readers:
@@ -161,7 +214,7 @@ func openOrdered(db *pebble.DB, fresh bool) (*ordered, error) {
 	if layout != layoutOrdered {
 		return nil, fmt.Errorf("datastore layout %q: this version knows only %q", layout, layoutOrdered)
 	}
-	o := &ordered{db: db, bufs: newBufPool(), readers: make(chan *reader, readersKept)}
+	o := &ordered{db: db, bufs: newBufPool(), readers: make(chan *reader, readersKept), maxAge: readerMaxAge}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)})
 	if err != nil {
 		return nil, fmt.Errorf("find the last block: %w", err)
@@ -261,29 +314,36 @@ func (o *ordered) read(r *reader, k ds.Key) ([]byte, error) {
 		if err := r.data.Error(); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%s: data entry %d is missing", k, ref.seq)
+		return nil, errMissing(k, ref.seq)
 	}
 	if v, err = r.data.ValueAndErr(); err != nil {
 		return nil, err
 	}
-	b := o.bufs.get(len(v))
-	copy(b, v)
-	return b, nil
+	return o.own(v), nil
 }
 
 // value reads the data entry r of block k.
 func (o *ordered) value(k ds.Key, r ref) ([]byte, error) {
 	v, closer, err := o.db.Get(dataKey(r.seq))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%s: data entry %d is missing", k, r.seq)
+		return nil, errMissing(k, r.seq)
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer closer.Close()
+	return o.own(v), nil
+}
+
+// own copies v, which pebble lends, into a buffer of the pool.
+func (o *ordered) own(v []byte) []byte {
 	b := o.bufs.get(len(v))
 	copy(b, v)
-	return b, nil
+	return b
+}
+
+func errMissing(k ds.Key, seq uint64) error {
+	return fmt.Errorf("%s: data entry %d is missing", k, seq)
 }
 
 func (o *ordered) has(k ds.Key) (bool, error) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	ds "github.com/ipfs/go-datastore"
@@ -364,5 +365,31 @@ func TestOrderedReaders(t *testing.T) {
 	wg.Wait()
 	if err := s.Close(); err != nil {
 		t.Fatalf("close with readers kept: %v", err)
+	}
+}
+
+// Kept readers are closed once old even if no read comes: an idle node
+// does not hold on to pebble's memtables and files.
+func TestOrderedReadersExpire(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir(), layoutOrdered)
+	defer s.Close()
+	s.ord.maxAge = 20 * time.Millisecond
+	k := ds.NewKey("/blocks/E")
+	if err := s.Put(ctx, k, []byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.ord.readers) != 1 {
+		t.Fatalf("%d readers kept after a get, want 1", len(s.ord.readers))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.ord.readers) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d readers still kept 10 s after a get, with a maximum age of %v", len(s.ord.readers), s.ord.maxAge)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

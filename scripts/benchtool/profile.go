@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -28,13 +29,16 @@ import (
 //	render   every NAR the data dir's manifest lists, rendered and hashed
 //	         as the gateway does (the render path), -repeat times
 //
-// It writes a CPU profile (-cpu) and a heap profile at the end (-mem).
+// It writes a CPU profile (-cpu), a heap profile at the end (-mem) and an
+// execution trace (-trace; `go tool trace -pprof=sync` shows where the
+// goroutines waited, e.g. pebble's write stalls).
 func profile(args []string) error {
 	fs := flag.NewFlagSet("profile", flag.ExitOnError)
 	dataDir := fs.String("data-dir", "", "nixipfs data dir")
 	store := fs.String("store", "", "Nix store (--store) to publish from")
 	cpu := fs.String("cpu", "", "write a CPU profile here")
 	mem := fs.String("mem", "", "write a heap profile here")
+	trc := fs.String("trace", "", "write an execution trace here")
 	repeat := fs.Int("repeat", 1, "render: passes over the manifest")
 	maxNar := fs.Int64("max-nar", 0, "render: only NARs of at most this many bytes (0: all)")
 	fs.Parse(args)
@@ -59,6 +63,17 @@ func profile(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *trc != "" {
+		f, err := os.Create(*trc)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	start := time.Now()
 	switch fs.Arg(0) {
