@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -53,27 +54,23 @@ func profile(args []string) error {
 	defer node.Close()
 	local := manifests.OpenLocalNode(*dataDir, node)
 
-	if *cpu != "" {
-		f, err := os.Create(*cpu)
+	for _, r := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{{*cpu, pprof.StartCPUProfile, pprof.StopCPUProfile}, {*trc, trace.Start, trace.Stop}} {
+		if r.path == "" {
+			continue
+		}
+		f, err := os.Create(r.path)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := r.start(f); err != nil {
 			return err
 		}
-		defer pprof.StopCPUProfile()
-	}
-	if *trc != "" {
-		f, err := os.Create(*trc)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+		defer r.stop()
 	}
 	start := time.Now()
 	switch fs.Arg(0) {
