@@ -40,7 +40,7 @@ const (
 	layoutOrdered = "ordered-1"
 )
 
-// commitRetain bounds the buffer of the batch commit keeps for reuse: import
+// commitRetain bounds the buffer that commit's batch keeps for reuse: import
 // batches are about 8 MiB (batchBytes plus a block), and the buffer grows by
 // doubling.
 const commitRetain = 32 << 20
