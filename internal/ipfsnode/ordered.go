@@ -59,13 +59,12 @@ type ordered struct {
 	// Commits that wrote blocks, and that deleted blocks: what a reader
 	// made before them does not see.
 	writes, deletes atomic.Uint64
-	// Kept readers are closed readerMaxAge after they were made, by expire
-	// if no get does it first: an idle node would otherwise hold on to
-	// memtables and files for good.
-	expMu  sync.Mutex
-	expiry *time.Timer // set while readers may be kept, under expMu
-	closed bool        // under expMu
-	maxAge time.Duration
+	// A get takes no reader older than maxAge, and expire closes every kept
+	// reader maxAge after one was put back: an idle node would otherwise
+	// hold on to memtables and files for good.
+	expiring atomic.Bool // expire is due
+	expMu    sync.Mutex  // held by expire and close, so close waits for it
+	maxAge   time.Duration
 }
 
 // reader is a pair of pebble iterators that block reads reuse. A pebble Get
@@ -123,40 +122,10 @@ func (o *ordered) takeReader() (*reader, error) {
 	}
 }
 
-// putReader keeps r for another get, and has it closed when too old.
+// putReader keeps r for another get, and has expire due.
 func (o *ordered) putReader(r *reader) {
-	if !o.putBack(r) {
-		return
-	}
-	o.expMu.Lock()
-	if o.expiry == nil && !o.closed {
-		o.expiry = time.AfterFunc(o.maxAge, o.expire)
-	}
-	o.expMu.Unlock()
-}
-
-// expire closes the kept readers that are too old, and comes back while
-// any are kept.
-func (o *ordered) expire() {
-	o.expMu.Lock()
-	defer o.expMu.Unlock()
-	o.expiry = nil
-	if o.closed {
-		return
-	}
-	for range len(o.readers) {
-		select {
-		case r := <-o.readers:
-			if time.Since(r.made) < o.maxAge {
-				o.putBack(r)
-			} else {
-				r.close()
-			}
-		default:
-		}
-	}
-	if len(o.readers) > 0 {
-		o.expiry = time.AfterFunc(o.maxAge, o.expire)
+	if o.putBack(r) && o.expiring.CompareAndSwap(false, true) {
+		time.AfterFunc(o.maxAge, o.expire)
 	}
 }
 
@@ -171,15 +140,25 @@ func (o *ordered) putBack(r *reader) bool {
 	}
 }
 
-// close closes the kept readers; pebble refuses to close with iterators
-// open. No get may run during or after it.
+// expire closes the kept readers. A reader put back after it starts has
+// another expire due.
+func (o *ordered) expire() {
+	o.expMu.Lock()
+	defer o.expMu.Unlock()
+	o.expiring.Store(false)
+	o.drain()
+}
+
+// close closes the kept readers, after an expire running now: pebble
+// refuses to close with iterators open. No get may run during or after it;
+// an expire due later finds nothing kept.
 func (o *ordered) close() {
 	o.expMu.Lock()
 	defer o.expMu.Unlock()
-	o.closed = true
-	if o.expiry != nil {
-		o.expiry.Stop()
-	}
+	o.drain()
+}
+
+func (o *ordered) drain() {
 	for {
 		select {
 		case r := <-o.readers:
