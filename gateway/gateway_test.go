@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -87,7 +89,7 @@ func TestVerifierHoldsTail(t *testing.T) {
 	for name, want := range map[string][]byte{"good": sum[:], "bad": make([]byte, 32)} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			v := New(Config{Reverify: true}).newVerifier(&out, testRoot, int64(len(data)), want, 0, int64(len(data)))
+			v := New(Config{Reverify: true}).newVerifier(context.Background(), &out, testRoot, int64(len(data)), want, 0, int64(len(data)))
 			for i := 0; i < len(data); i += 1000 {
 				if _, err := v.Write(data[i:min(i+1000, len(data))]); err != nil {
 					t.Fatal(err)
@@ -105,7 +107,7 @@ func TestVerifierHoldsTail(t *testing.T) {
 			}
 		})
 	}
-	v := New(Config{}).newVerifier(&bytes.Buffer{}, testRoot, 10, nil, 0, 10)
+	v := New(Config{}).newVerifier(context.Background(), &bytes.Buffer{}, testRoot, 10, nil, 0, 10)
 	if _, err := v.Write(make([]byte, 11)); err == nil {
 		t.Fatal("accepted more bytes than the recorded size")
 	}
@@ -123,7 +125,7 @@ func TestVerifiedOnce(t *testing.T) {
 	size := int64(len(data))
 	render := func(g *Gateway, want []byte, size int64) (hashed bool, err error) {
 		var out bytes.Buffer
-		v := g.newVerifier(&out, testRoot, size, want, 0, size)
+		v := g.newVerifier(context.Background(), &out, testRoot, size, want, 0, size)
 		if _, err := v.Write(data); err != nil {
 			return v.h != nil, err
 		}
@@ -161,4 +163,43 @@ func TestVerifiedOnce(t *testing.T) {
 			t.Fatalf("Reverify, render %d: hashed %v, err %v", i, hashed, err)
 		}
 	}
+
+	// With Config.Rendered, a match outlives the gateway: the next one
+	// (a restarted daemon) trusts it at once, and only for that NarHash
+	// and size. Reverify still hashes.
+	rec := renderedMap{}
+	if hashed, err := render(New(Config{Rendered: rec}), sum[:], size); !hashed || err != nil {
+		t.Fatalf("first render: hashed %v, err %v", hashed, err)
+	}
+	if len(rec) != 1 {
+		t.Fatalf("%d records after a matching render, want 1", len(rec))
+	}
+	if hashed, err := render(New(Config{Rendered: rec}), bad, size); !hashed || err == nil {
+		t.Fatalf("another NarHash, new gateway: hashed %v, err %v", hashed, err)
+	}
+	if hashed, err := render(New(Config{Rendered: rec}), sum[:], size); hashed || err != nil {
+		t.Fatalf("recorded NAR, new gateway: hashed %v, err %v", hashed, err)
+	}
+	if hashed, err := render(New(Config{Rendered: rec, Reverify: true}), sum[:], size); !hashed || err != nil {
+		t.Fatalf("recorded NAR, Reverify: hashed %v, err %v", hashed, err)
+	}
+	if len(rec) != 1 {
+		t.Fatalf("%d records, want 1: a mismatch was recorded", len(rec))
+	}
+}
+
+// renderedMap is a RenderedNARs in memory.
+type renderedMap map[string]bool
+
+func (m renderedMap) key(root cid.Cid, size int64, narHash []byte) string {
+	return fmt.Sprintf("%s %d %x", root, size, narHash)
+}
+
+func (m renderedMap) Rendered(_ context.Context, root cid.Cid, size int64, narHash []byte) bool {
+	return m[m.key(root, size, narHash)]
+}
+
+func (m renderedMap) SetRendered(_ context.Context, root cid.Cid, size int64, narHash []byte) error {
+	m[m.key(root, size, narHash)] = true
+	return nil
 }

@@ -117,7 +117,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	vw := g.newVerifier(out, root, size, want, start, end)
+	vw := g.newVerifier(r.Context(), out, root, size, want, start, end)
 	var sink io.Writer = vw
 	var cw *narcache.Writer
 	if vw.full && g.cfg.NARCache != nil {
@@ -268,7 +268,7 @@ type verifier struct {
 	matched    func() // called when a hashed NAR matched
 }
 
-func (g *Gateway) newVerifier(w io.Writer, root cid.Cid, size int64, want []byte, start, end int64) *verifier {
+func (g *Gateway) newVerifier(ctx context.Context, w io.Writer, root cid.Cid, size int64, want []byte, start, end int64) *verifier {
 	v := &verifier{w: w, size: size, want: want, start: start, end: end, full: start == 0 && end == size}
 	if !v.full {
 		return v
@@ -278,7 +278,19 @@ func (g *Gateway) newVerifier(w io.Writer, root cid.Cid, size int64, want []byte
 		if g.verified.Contains(name) {
 			return v
 		}
-		v.matched = func() { g.verified.Add(name, struct{}{}) }
+		rec := g.cfg.Rendered
+		if rec != nil && rec.Rendered(ctx, root, size, want) {
+			g.verified.Add(name, struct{}{})
+			return v
+		}
+		v.matched = func() {
+			g.verified.Add(name, struct{}{})
+			if rec != nil {
+				if err := rec.SetRendered(ctx, root, size, want); err != nil {
+					g.cfg.Logger.Warn("verified NAR not recorded", "root", root, "err", err)
+				}
+			}
+		}
 	}
 	v.h = sha256.New()
 	return v

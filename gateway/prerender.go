@@ -291,7 +291,7 @@ func (pr *prerenderer) run(idle chan struct{}) {
 
 // render writes p's NAR into the cache; it reports whether it did.
 func (pr *prerenderer) render(p *manifests.PathInfo, cw *narcache.Writer) bool {
-	vw := pr.g.newVerifier(io.Discard, p.Root, p.NarSize, p.NarHash, 0, p.NarSize)
+	vw := pr.g.newVerifier(pr.ctx, io.Discard, p.Root, p.NarSize, p.NarHash, 0, p.NarSize)
 	_, err := ipldnar.Render(pr.ctx, io.MultiWriter(vw, cw), p.Root, pr.local)
 	if err == nil {
 		err = vw.finish()

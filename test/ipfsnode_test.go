@@ -18,7 +18,9 @@ import (
 
 // backendSuite is what the rest of nixipfs needs from an IPFS node; both
 // backends (embedded, external kubo over RPC) must pass it.
-func backendSuite(t *testing.T, n *ipfsnode.Node) {
+//
+// It returns the result of the import it renders.
+func backendSuite(t *testing.T, n *ipfsnode.Node) (imported ipldnar.Result) {
 	c := ctx(t)
 	raw := func(data []byte) blocks.Block {
 		id, _ := cid.V1Builder{Codec: cid.Raw, MhType: mh.SHA2_256}.Sum(data)
@@ -88,7 +90,20 @@ func backendSuite(t *testing.T, n *ipfsnode.Node) {
 		if !bytes.Equal(out.Bytes(), nar) {
 			t.Fatal("rendered NAR differs")
 		}
+		// The import recorded what it hashed, for the gateway, on an
+		// embedded node only; a record names one size and hash.
+		size := int64(res.NarSize)
+		if got, want := n.Rendered(c, res.Root, size, res.NarHash[:]), n.Kind() == "embedded"; got != want {
+			t.Fatalf("%s node: Rendered %v after the import, want %v", n.Kind(), got, want)
+		}
+		other := res.NarHash
+		other[0] ^= 1
+		if n.Rendered(c, res.Root, size, other[:]) || n.Rendered(c, res.Root, size+1, res.NarHash[:]) {
+			t.Fatal("Rendered true for another NarHash or size")
+		}
+		imported = res
 	})
+	return imported
 }
 
 func TestBackendEmbedded(t *testing.T) {
@@ -100,16 +115,20 @@ func TestBackendEmbedded(t *testing.T) {
 	if n.Kind() != "embedded" {
 		t.Fatalf("kind %s", n.Kind())
 	}
-	backendSuite(t, n)
+	res := backendSuite(t, n)
 	n.Close()
 
 	// Reopened online, the node listens on loopback only and its config
-	// has no bootstrap peers, mDNS or delegated routing.
+	// has no bootstrap peers, mDNS or delegated routing; it still knows
+	// what the import rendered to.
 	n, err = ipfsnode.Open(ctx(t), ipfsnode.Options{DataDir: dataDir, Online: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
+	if !n.Rendered(ctx(t), res.Root, int64(res.NarSize), res.NarHash[:]) {
+		t.Fatal("the import's NAR record did not outlive the node")
+	}
 	addrs, err := n.API.Swarm().ListenAddrs(ctx(t))
 	if err != nil {
 		t.Fatal(err)

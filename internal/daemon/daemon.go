@@ -244,6 +244,9 @@ func Run(ctx context.Context, cfg Config) error {
 	gc.API = cfg.Node.API
 	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
 	gc.Reverify = cfg.Node.HashOnRead()
+	if cfg.Node.Embedded() != nil {
+		gc.Rendered = cfg.Node // an external node keeps no records
+	}
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {

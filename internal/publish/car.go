@@ -145,6 +145,8 @@ func verifyAndRecord(ctx context.Context, node *ipfsnode.Node, local *manifests.
 		if err := node.API.Pin().Add(ctx, bpath.FromCid(res.PathInfo), options.Pin.Recursive(false)); err != nil {
 			return nil, fmt.Errorf("pin %s: %w", res.StorePath, err)
 		}
+		p := recs[res.PathInfo] // rendered and hashed above
+		recordRendered(ctx, node, p.Root, p.NarSize, p.NarHash)
 	}
 	for k, c := range extra {
 		puts[k] = c

@@ -331,5 +331,17 @@ func importDAG(ctx context.Context, node *ipfsnode.Node, imp func(ipld.DAGServic
 	if err := node.PinWritten(ctx, res.Root); err != nil {
 		return ipldnar.Result{}, err
 	}
+	// The import hashed the very bytes it chunked.
+	recordRendered(ctx, node, res.Root, int64(res.NarSize), res.NarHash[:])
 	return res, nil
+}
+
+// recordRendered records that root renders to the NAR of size bytes and
+// SHA-256 narHash just hashed (ipfsnode.Node.SetRendered), so that the
+// node's gateway need not hash its first render. Only that depends on the
+// record: failing to write it is not an error.
+func recordRendered(ctx context.Context, node *ipfsnode.Node, root cid.Cid, size int64, narHash []byte) {
+	if err := node.SetRendered(ctx, root, size, narHash); err != nil {
+		slog.Warn("NAR not recorded as verified; the gateway will hash its first render", "root", root, "err", err)
+	}
 }
