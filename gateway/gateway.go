@@ -36,13 +36,6 @@ type Lookup interface {
 	Lookup(ctx context.Context, hashPart string) (*manifests.PathInfo, error)
 }
 
-// RenderedNARs records the NARs root CIDs render to, as far as they were
-// hashed (ipfsnode.Node.Rendered, SetRendered).
-type RenderedNARs interface {
-	Rendered(ctx context.Context, root cid.Cid, size int64, narHash []byte) bool
-	SetRendered(ctx context.Context, root cid.Cid, size int64, narHash []byte) error
-}
-
 // Config configures a Gateway.
 type Config struct {
 	API      coreiface.CoreAPI
@@ -74,11 +67,11 @@ type Config struct {
 	// matched its NarHash (see Gateway.verified); for stores that check
 	// each block's hash on every read too (Datastore.HashOnRead).
 	Reverify bool
-	// Rendered, if set, keeps what the gateway knows of the NARs roots
-	// render to beyond its memory (ipfsnode.Node): a NAR recorded there, by
-	// the import that hashed it or by an earlier render that matched, is
-	// not hashed again. Unused with Reverify.
-	Rendered RenderedNARs
+	// Rendered, if set, says whether root is recorded to render to a NAR
+	// of size bytes and SHA-256 narHash by the import that hashed it
+	// (ipfsnode.Node.Rendered): such a NAR is not hashed. Unused with
+	// Reverify.
+	Rendered func(ctx context.Context, root cid.Cid, size int64, narHash []byte) bool
 
 	// Metrics, if set, counts requests, lookups and NAR renders, and is
 	// served at /metrics.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -164,42 +163,27 @@ func TestVerifiedOnce(t *testing.T) {
 		}
 	}
 
-	// With Config.Rendered, a match outlives the gateway: the next one
-	// (a restarted daemon) trusts it at once, and only for that NarHash
-	// and size. Reverify still hashes.
-	rec := renderedMap{}
-	if hashed, err := render(New(Config{Rendered: rec}), sum[:], size); !hashed || err != nil {
-		t.Fatalf("first render: hashed %v, err %v", hashed, err)
+	// With Config.Rendered, a NAR recorded by its import is trusted at
+	// once, and only under that NarHash and size; Reverify still hashes.
+	recorded := func(_ context.Context, root cid.Cid, n int64, h []byte) bool {
+		return root == testRoot && n == size && bytes.Equal(h, sum[:])
 	}
-	if len(rec) != 1 {
-		t.Fatalf("%d records after a matching render, want 1", len(rec))
+	for i, step := range []struct {
+		want     []byte
+		size     int64
+		reverify bool
+		hashed   bool
+		mismatch bool
+	}{
+		{sum[:], size, false, false, false},
+		{bad, size, false, true, true},
+		{sum[:], size + 1, false, true, true},
+		{sum[:], size, true, true, false},
+	} {
+		g := New(Config{Rendered: recorded, Reverify: step.reverify})
+		hashed, err := render(g, step.want, step.size)
+		if hashed != step.hashed || (err != nil) != step.mismatch {
+			t.Fatalf("recorded, render %d: hashed %v, err %v; want hashed %v, mismatch %v", i, hashed, err, step.hashed, step.mismatch)
+		}
 	}
-	if hashed, err := render(New(Config{Rendered: rec}), bad, size); !hashed || err == nil {
-		t.Fatalf("another NarHash, new gateway: hashed %v, err %v", hashed, err)
-	}
-	if hashed, err := render(New(Config{Rendered: rec}), sum[:], size); hashed || err != nil {
-		t.Fatalf("recorded NAR, new gateway: hashed %v, err %v", hashed, err)
-	}
-	if hashed, err := render(New(Config{Rendered: rec, Reverify: true}), sum[:], size); !hashed || err != nil {
-		t.Fatalf("recorded NAR, Reverify: hashed %v, err %v", hashed, err)
-	}
-	if len(rec) != 1 {
-		t.Fatalf("%d records, want 1: a mismatch was recorded", len(rec))
-	}
-}
-
-// renderedMap is a RenderedNARs in memory.
-type renderedMap map[string]bool
-
-func (m renderedMap) key(root cid.Cid, size int64, narHash []byte) string {
-	return fmt.Sprintf("%s %d %x", root, size, narHash)
-}
-
-func (m renderedMap) Rendered(_ context.Context, root cid.Cid, size int64, narHash []byte) bool {
-	return m[m.key(root, size, narHash)]
-}
-
-func (m renderedMap) SetRendered(_ context.Context, root cid.Cid, size int64, narHash []byte) error {
-	m[m.key(root, size, narHash)] = true
-	return nil
 }

@@ -278,19 +278,11 @@ func (g *Gateway) newVerifier(ctx context.Context, w io.Writer, root cid.Cid, si
 		if g.verified.Contains(name) {
 			return v
 		}
-		rec := g.cfg.Rendered
-		if rec != nil && rec.Rendered(ctx, root, size, want) {
+		if g.cfg.Rendered != nil && g.cfg.Rendered(ctx, root, size, want) {
 			g.verified.Add(name, struct{}{})
 			return v
 		}
-		v.matched = func() {
-			g.verified.Add(name, struct{}{})
-			if rec != nil {
-				if err := rec.SetRendered(ctx, root, size, want); err != nil {
-					g.cfg.Logger.Warn("verified NAR not recorded", "root", root, "err", err)
-				}
-			}
-		}
+		v.matched = func() { g.verified.Add(name, struct{}{}) }
 	}
 	v.h = sha256.New()
 	return v

@@ -245,7 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
 	gc.Reverify = cfg.Node.HashOnRead()
 	if cfg.Node.Embedded() != nil {
-		gc.Rendered = cfg.Node // an external node keeps no records
+		gc.Rendered = cfg.Node.Rendered // an external node keeps no records
 	}
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
