@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/nixtest"
 )
 
@@ -141,6 +145,23 @@ func TestCARRoundTrip(t *testing.T) {
 	if len(res) != len(all) {
 		t.Fatalf("import recorded %d paths, the closure has %d", len(res), len(all))
 	}
+	// The import rendered and hashed each DAG: C records what each root
+	// renders to, and its gateway will not hash those NARs.
+	cn, err := ipfsnode.Open(ctx(t), ipfsnode.Options{DataDir: c.dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		pi := pathInfo(t, storeA, r.StorePath)
+		h, err := nixbase32.DecodeString(strings.TrimPrefix(pi.NarHash, "sha256:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cn.Rendered(ctx(t), cid.MustParse(r.Root), int64(pi.NarSize), h) {
+			t.Errorf("%s: no record of what its root renders to", r.StorePath)
+		}
+	}
+	cn.Close()
 	gw := c.daemon(t).url
 	storeD := nixtest.Store(t)
 	t.Setenv("NIX_CONFIG", nixtest.Config+"\nrequire-sigs = true\ntrusted-public-keys = "+pub+"\n")
