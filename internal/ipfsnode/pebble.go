@@ -209,6 +209,11 @@ func (c *pebbleConfig) options() *pebble.Options {
 		// preallocates and recycles, 110% of a memtable each (reserveWrite).
 		MemTableSize: pebbleMemTable,
 	}
+	// Flushes, compactions, blob rewrites and write stalls go to debug
+	// logging (nixipfs -v); background errors and corruption are errors.
+	// Without a listener pebble reports none of them.
+	events := pebble.MakeLoggingEventListener(pebbleLogger{})
+	o.EventListener = &events
 	// Blocks go to blob files when a memtable is flushed: each blob file
 	// holds blocks written close together in time (files of the same few
 	// store paths, which compress well together and are rendered together).
@@ -483,7 +488,9 @@ func (s *pebbleStore) Close() error {
 type pebbleLogger struct{}
 
 func (pebbleLogger) Infof(format string, args ...any) {
-	slog.Debug("pebble: " + fmt.Sprintf(format, args...))
+	if slog.Default().Enabled(context.Background(), slog.LevelDebug) {
+		slog.Debug("pebble: " + fmt.Sprintf(format, args...))
+	}
 }
 
 func (pebbleLogger) Errorf(format string, args ...any) {

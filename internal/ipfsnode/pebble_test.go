@@ -1,9 +1,12 @@
 package ipfsnode
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,6 +151,47 @@ func TestPebbleStore(t *testing.T) {
 		}
 		if string(got) != string(v) {
 			t.Fatalf("%s after reopen: value differs", k)
+		}
+	}
+}
+
+// TestPebbleEvents: pebble's flushes and compactions reach debug logging
+// (nixipfs -v), and nothing of them is logged otherwise.
+func TestPebbleEvents(t *testing.T) {
+	ctx := context.Background()
+	defer slog.SetDefault(slog.Default())
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var logged bytes.Buffer
+		slog.SetDefault(slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: level})))
+		c := &pebbleConfig{path: "pebble", zstdLevel: pebbleZstdLevel, blockSize: pebbleBlockSize, layout: layoutOrdered}
+		d, err := c.Create(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := d.(*pebbleStore)
+		// 48 MiB in 8 MiB batches: more than a memtable, so a flush.
+		for i := range 6 {
+			b, err := s.Batch(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range 8 {
+				v := make([]byte, 1<<20)
+				rand.Read(v)
+				if err := b.Put(ctx, ds.NewKey(fmt.Sprintf("/blocks/k%d-%d", i, j)), v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := b.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		flushed := strings.Contains(logged.String(), "pebble: ") && strings.Contains(logged.String(), "flushed")
+		if flushed != (level == slog.LevelDebug) {
+			t.Fatalf("level %s: flushes logged %v:\n%s", level, flushed, logged.String())
 		}
 	}
 }
