@@ -243,10 +243,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc := cfg.Gateway
 	gc.API = cfg.Node.API
 	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
-	gc.Reverify = cfg.Node.HashOnRead()
-	if cfg.Node.Embedded() != nil {
-		gc.Rendered = cfg.Node.Rendered // an external node keeps no records
-	}
+	gc.Reverify, gc.Rendered = cfg.Node.HashOnRead(), cfg.Node.Rendered
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {

@@ -12,10 +12,11 @@ import (
 
 // A DAG's root CID fixes the NAR it renders to, so once that NAR's size and
 // SHA-256 are known from bytes actually hashed (the NAR an import chunked,
-// or a render checked against its NarHash), a gateway started later need
-// not hash it again to trust it (gateway.Config.Rendered). These records
-// live in the embedded repo's datastore, beside the blocks; an external node
-// keeps none.
+// or the render a CAR import checked), the gateway need not hash it again to
+// trust it (gateway.Config.Rendered). Only imports write records: written by
+// a follower's gateway while the blocks it fetched were not yet stored, they
+// doubled its CPU (docs/performance.md). The records live in the embedded
+// repo's datastore, beside the blocks; an external node keeps none.
 
 // renderedPrefix holds one record per root: its NAR's size (8 bytes, big
 // endian) and SHA-256.
