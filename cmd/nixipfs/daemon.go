@@ -62,6 +62,7 @@ type daemonOpts struct {
 	priority  int
 	noZstd    bool
 	narCache  int64
+	hotBlocks int64
 	prerender int
 	follow    []string
 	trusted   []string
@@ -86,6 +87,7 @@ func (o *daemonOpts) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.priority, "priority", 30, "nix-cache-info Priority (lower wins; cache.nixos.org is 40)")
 	f.BoolVar(&o.noZstd, "no-zstd", false, "never answer with Content-Encoding: zstd")
 	f.Int64Var(&o.narCache, "nar-cache-mb", 4096, "MiB of NARs kept on disk once rendered and verified (data dir's nar-cache), served from there again; 0: render every request")
+	f.Int64Var(&o.hotBlocks, "hot-blocks-mb", -1, "MiB of blocks kept in memory once read twice, served from there without reading the datastore (embedded pebble repos); -1: a sixteenth of the machine's memory, at most 2048, with --nar-cache-mb 0, else none; 0: none")
 	f.IntVar(&o.prerender, "prerender", 4096, "while NARs are being downloaded, render the NARs of narinfos served into the NAR cache in the background, newest first, at most N waiting and a quarter of the NAR cache ahead (Nix downloads a closure's NARs one by one after its narinfos); needs the NAR cache; 0: off")
 	f.StringArrayVar(&o.follow, "follow", nil, "IPNS name of a manifest to follow (repeatable; also: nixipfs follow add)")
 	f.DurationVar(&o.interval, "follow-interval", time.Second, "how often followed names are resolved")
@@ -149,6 +151,9 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	if o.narCache < 0 || o.narCache > 1<<40 {
 		return fmt.Errorf("--nar-cache-mb=%d: want 0 (off) or a size in MiB", o.narCache)
 	}
+	if o.hotBlocks < -1 || o.hotBlocks > 1<<30 {
+		return fmt.Errorf("--hot-blocks-mb=%d: want -1 (automatic), 0 (off) or a size in MiB", o.hotBlocks)
+	}
 	// Paths from network peers need a signature by a key Nix trusts (or
 	// by a --trusted-key) unless their publisher is trusted by name;
 	// watch-store=signed uses the same keys.
@@ -191,6 +196,10 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	cfg := o.netCfg
 	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
 	cfg.NARCacheSize = o.narCache << 20
+	cfg.HotBlocks = o.hotBlocks
+	if o.hotBlocks > 0 {
+		cfg.HotBlocks = o.hotBlocks << 20
+	}
 	cfg.PrefetchRate = o.prefetchRate * 1e6
 	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd, Prerender: o.prerender}
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys

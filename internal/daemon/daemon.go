@@ -50,6 +50,10 @@ type Config struct {
 	// NARCacheSize bounds the NARs kept in DataDir/nar-cache once rendered
 	// and verified, and served from there again (bytes; 0: none).
 	NARCacheSize int64
+	// HotBlocks bounds the blocks kept in memory once read twice
+	// (Node.KeepHotBlocks; bytes; 0: none). Negative: without a NAR cache
+	// ipfsnode.DefaultHotBlocks, with one none.
+	HotBlocks int64
 	// Follow are IPNS names to follow besides those in the data dir's
 	// follow list (nixipfs follow add).
 	Follow []string
@@ -244,6 +248,7 @@ func Run(ctx context.Context, cfg Config) error {
 	gc.API = cfg.Node.API
 	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
 	gc.Reverify, gc.Rendered = cfg.Node.HashOnRead(), cfg.Node.Rendered
+	cfg.Node.KeepHotBlocks(hotBlocks(cfg.HotBlocks, cfg.NARCacheSize))
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {
@@ -609,4 +614,16 @@ func logRequests(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(rec, r)
 	})
+}
+
+// hotBlocks is the size of the hot blocks for Config.HotBlocks: a render
+// repeats the reads of an earlier one only without a NAR cache.
+func hotBlocks(hot, narCache int64) int64 {
+	switch {
+	case hot >= 0:
+		return hot
+	case narCache == 0:
+		return ipfsnode.DefaultHotBlocks()
+	}
+	return 0
 }

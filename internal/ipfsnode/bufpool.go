@@ -65,6 +65,20 @@ func (p *bufPool) get(n int) []byte {
 	return b
 }
 
+// forget has the pool forget that it lent b, so that put ignores b, and
+// returns b.
+func (p *bufPool) forget(b []byte) []byte {
+	if cap(b) < 1<<bufMinShift {
+		return b
+	}
+	k := unsafe.SliceData(b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.lent, k)
+	delete(p.old, k)
+	return b
+}
+
 // put takes back b if the pool lent it and has not forgotten it.
 func (p *bufPool) put(b []byte) {
 	if cap(b) < 1<<bufMinShift {

@@ -51,9 +51,10 @@ type ordered struct {
 	// mu makes check-then-write of a block atomic: two writers of the same
 	// block would otherwise leave one data entry no index points to.
 	mu    sync.Mutex
-	seq   uint64        // last sequence number used, under mu
-	batch *pebble.Batch // reused by commit, under mu
-	bufs  *bufPool      // what reads copy values into
+	seq   uint64                    // last sequence number used, under mu
+	batch *pebble.Batch             // reused by commit, under mu
+	bufs  *bufPool                  // what reads copy values into
+	hot   atomic.Pointer[hotBlocks] // nil: none (Node.KeepHotBlocks)
 
 	readers chan *reader // kept for get
 	// Commits that wrote blocks, and that deleted blocks: what a reader
@@ -254,6 +255,24 @@ func (o *ordered) ref(k ds.Key) (ref, error) {
 }
 
 func (o *ordered) get(k ds.Key) ([]byte, error) {
+	hot := o.hot.Load()
+	if hot == nil {
+		return o.getStored(k)
+	}
+	kb := k.Bytes()
+	if b, ok := hot.get(kb); ok {
+		return b, nil
+	}
+	gen := hot.generation()
+	b, err := o.getStored(k)
+	if err == nil {
+		hot.missed(kb, b, gen, o.bufs.forget)
+	}
+	return b, err
+}
+
+// getStored reads block k from pebble.
+func (o *ordered) getStored(k ds.Key) ([]byte, error) {
 	r, err := o.takeReader()
 	if err != nil {
 		return nil, err
@@ -364,7 +383,7 @@ func (o *ordered) commit(ops []op) error {
 	defer b.Reset()
 	put := map[string]bool{} // blocks put by this batch
 	seq := o.seq
-	deleted := false
+	var deleted [][]byte
 	for _, w := range ops {
 		k := w.key.Bytes()
 		switch {
@@ -377,7 +396,7 @@ func (o *ordered) commit(ops []op) error {
 				return err
 			}
 		case w.delete:
-			deleted = true
+			deleted = append(deleted, k)
 			delete(put, string(k))
 			r, err := o.ref(w.key)
 			if errors.Is(err, ds.ErrNotFound) {
@@ -419,8 +438,11 @@ func (o *ordered) commit(ops []op) error {
 	if seq != o.seq {
 		o.writes.Add(1)
 	}
-	if deleted {
+	if deleted != nil {
 		o.deletes.Add(1)
+		if hot := o.hot.Load(); hot != nil {
+			hot.remove(deleted)
+		}
 	}
 	o.seq = seq
 	return nil
