@@ -87,6 +87,25 @@ func DecodeBlock(b blocks.Block) (ipld.Node, error) {
 	}
 }
 
+// QuickGetter is a NodeGetter that can answer from memory, without waiting
+// on a disk or a peer. Render's look-ahead asks GetQuick first, on the
+// goroutine that walks the DAG, and hands a fetch to its workers only for
+// what it does not get: when the blocks are in memory, handing each over
+// and back cost more (waking threads) than reading it.
+type QuickGetter interface {
+	ipld.NodeGetter
+	// GetQuick returns the node of c if it has it at hand; false: ask Get.
+	GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool)
+}
+
+// getQuick asks src.GetQuick if src has it.
+func getQuick(ctx context.Context, src ipld.NodeGetter, c cid.Cid) (ipld.Node, bool) {
+	if q, ok := src.(QuickGetter); ok {
+		return q.GetQuick(ctx, c)
+	}
+	return nil, false
+}
+
 // knownFirst answers KnownNode's CIDs itself and asks src for the rest, so
 // that no empty file or inlined block ever waits on the network.
 type knownFirst struct{ src ipld.NodeGetter }
@@ -96,6 +115,13 @@ func (k knownFirst) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		return nd, nil
 	}
 	return k.src.Get(ctx, c)
+}
+
+func (k knownFirst) GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool) {
+	if nd, ok := KnownNode(c); ok {
+		return nd, true
+	}
+	return getQuick(ctx, k.src, c)
 }
 
 func (k knownFirst) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.NodeOption {

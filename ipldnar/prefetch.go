@@ -240,7 +240,13 @@ func (l *lookahead) add(c cid.Cid) *slot {
 		delete(l.hints, c)
 	} else {
 		s = &slot{c: c, done: make(chan struct{})}
-		if nd, ok := KnownNode(c); ok {
+		l.mu.Unlock()
+		nd, ok := l.quick(c)
+		l.mu.Lock()
+		if l.off {
+			return nil
+		}
+		if ok {
 			s.started, s.nd = true, nd
 			l.bytes += len(nd.RawData())
 			close(s.done)
@@ -250,6 +256,15 @@ func (l *lookahead) add(c cid.Cid) *slot {
 	l.dispatch()
 	l.cond.Broadcast()
 	return s
+}
+
+// quick returns the node of c if the source has it at hand (KnownNode,
+// QuickGetter): the walker takes it itself, no worker is woken.
+func (l *lookahead) quick(c cid.Cid) (ipld.Node, bool) {
+	if _, ok := l.src.(QuickGetter); !ok {
+		return KnownNode(c)
+	}
+	return getQuick(l.ctx, l.src, c)
 }
 
 // hint starts fetching the dag-pb nodes among cids (the walker will need
@@ -267,7 +282,17 @@ func (l *lookahead) hint(cids []cid.Cid) int {
 		}
 		s := &slot{c: c, done: make(chan struct{})}
 		l.hints[c] = s
-		l.start(s)
+		l.mu.Unlock()
+		nd, ok := l.quick(c)
+		l.mu.Lock()
+		switch {
+		case ok:
+			s.started, s.nd = true, nd
+			l.bytes += len(nd.RawData())
+			close(s.done)
+		case !l.off:
+			l.start(s)
+		}
 	}
 	return len(cids)
 }

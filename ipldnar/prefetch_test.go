@@ -165,3 +165,61 @@ func TestLookaheadWorkersGrow(t *testing.T) {
 		t.Fatalf("at most %d fetches ran at once, want %d", m, prefetchWorkers)
 	}
 }
+
+// quickGetter answers GetQuick from ng for the CIDs in quick and counts
+// the Gets it is asked.
+type quickGetter struct {
+	ng    ipld.NodeGetter
+	quick func(cid.Cid) bool
+	gets  atomic.Int64
+}
+
+func (g *quickGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	g.gets.Add(1)
+	return g.ng.Get(ctx, c)
+}
+
+func (g *quickGetter) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.NodeOption {
+	return g.ng.GetMany(ctx, cids)
+}
+
+func (g *quickGetter) GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool) {
+	if !g.quick(c) {
+		return nil, false
+	}
+	nd, err := g.ng.Get(ctx, c)
+	return nd, err == nil
+}
+
+// Render takes what a QuickGetter has at hand from GetQuick and fetches
+// only the rest, also through a Recycler, and the NAR is the same.
+func TestRenderQuickGetter(t *testing.T) {
+	data := randBytes(8, 5<<20+77)
+	nar := encodeNAR(dir(ent("a", file(data)), ent("b", dir(ent("c", file([]byte("small"))), ent("d", link("a")))), ent("e", file(data[:3<<20]))))
+	ds := mdtest.Mock()
+	res := mustImport(t, nar, ds)
+	for _, c := range []struct {
+		name     string
+		quick    func(cid.Cid) bool
+		wantGets func(int64) bool
+	}{
+		{"all at hand", func(cid.Cid) bool { return true }, func(n int64) bool { return n == 0 }},
+		{"raw leaves at hand", func(c cid.Cid) bool { return c.Prefix().Codec == cid.Raw }, func(n int64) bool { return n > 0 && n < 6 }},
+		{"none at hand", func(cid.Cid) bool { return false }, func(n int64) bool { return n >= 6 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := &quickGetter{ng: ds, quick: c.quick}
+			var recycled int
+			got := mustRender(t, res.Root, WithRecycle(g, func([]byte) { recycled++ }))
+			if !bytes.Equal(got, nar) {
+				t.Fatal("rendered NAR differs")
+			}
+			if n := g.gets.Load(); !c.wantGets(n) {
+				t.Errorf("%d Gets", n)
+			}
+			if recycled == 0 {
+				t.Error("no block was given back")
+			}
+		})
+	}
+}

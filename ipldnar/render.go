@@ -86,6 +86,10 @@ type recycling struct {
 
 func (r recycling) Recycle(data []byte) { r.recycle(data) }
 
+func (r recycling) GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool) {
+	return getQuick(ctx, r.NodeGetter, c)
+}
+
 type renderer struct {
 	ctx      context.Context
 	w        *bufio.Writer

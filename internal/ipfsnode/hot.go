@@ -81,10 +81,10 @@ func DefaultHotBlocks() int64 {
 }
 
 // get returns the kept value of key, which the caller must not modify.
-func (h *hotBlocks) get(key []byte) ([]byte, bool) {
+func (h *hotBlocks) get(key string) ([]byte, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	el, ok := h.byK[string(key)]
+	el, ok := h.byK[key]
 	if !ok {
 		return nil, false
 	}
@@ -100,15 +100,15 @@ func (h *hotBlocks) generation() uint64 { return h.gen.Load() }
 // returns it as a slice nobody will write to again (its reader may still
 // read it). Else key is remembered. Nothing is kept if blocks were removed
 // since gen: the read may have raced with the delete of this very block.
-func (h *hotBlocks) missed(key, value []byte, gen uint64, keep func([]byte) []byte) {
+func (h *hotBlocks) missed(key string, value []byte, gen uint64, keep func([]byte) []byte) {
 	cost := int64(cap(value)) + hotEntryCost
 	if cost > h.max/4 {
 		return
 	}
-	kh := maphash.Bytes(h.seed, key)
+	kh := maphash.String(h.seed, key)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.byK[string(key)]; ok || h.gen.Load() != gen {
+	if _, ok := h.byK[key]; ok || h.gen.Load() != gen {
 		return
 	}
 	_, again := h.seen[kh]
@@ -124,7 +124,7 @@ func (h *hotBlocks) missed(key, value []byte, gen uint64, keep func([]byte) []by
 	}
 	delete(h.seen, kh)
 	delete(h.seenOld, kh)
-	h.byK[string(key)] = h.lru.PushFront(&hotEntry{key: string(key), data: keep(value)})
+	h.byK[key] = h.lru.PushFront(&hotEntry{key: key, data: keep(value)})
 	h.size += cost
 	for h.size > h.max {
 		el := h.lru.Back()
@@ -142,12 +142,12 @@ func (h *hotBlocks) drop(el *list.Element) {
 
 // remove forgets keys, whose blocks were deleted. Call it after the
 // delete is committed.
-func (h *hotBlocks) remove(keys [][]byte) {
+func (h *hotBlocks) remove(keys []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.gen.Add(1)
 	for _, k := range keys {
-		if el, ok := h.byK[string(k)]; ok {
+		if el, ok := h.byK[k]; ok {
 			h.drop(el)
 		}
 	}

@@ -16,7 +16,7 @@ func keepAsIs(b []byte) []byte { return b }
 // the least recently used leave when the set is full.
 func TestHotBlocks(t *testing.T) {
 	val := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1000) }
-	key := func(i int) []byte { return fmt.Appendf(nil, "/blocks/%d", i) }
+	key := func(i int) string { return fmt.Sprintf("/blocks/%d", i) }
 	cost := int64(1000 + hotEntryCost)
 	h := newHotBlocks(4 * cost)
 
@@ -58,13 +58,13 @@ func TestHotBlocks(t *testing.T) {
 
 	// remove drops a value, and a value read before a remove is not kept:
 	// the read may have raced with the delete of its block.
-	h.remove([][]byte{key(3)})
+	h.remove([]string{key(3)})
 	if _, ok := h.get(key(3)); ok {
 		t.Error("a removed value is still served")
 	}
 	gen := h.generation()
 	h.missed(key(6), val(6), gen, keepAsIs)
-	h.remove([][]byte{key(7)})
+	h.remove([]string{key(7)})
 	h.missed(key(6), val(6), gen, keepAsIs)
 	if _, ok := h.get(key(6)); ok {
 		t.Error("a value read before a remove is kept")

@@ -158,6 +158,25 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	return ipldnar.DecodeBlock(b)
 }
 
+// GetQuick returns the node of c if the store keeps its block in memory
+// (hot blocks), with Get's checks; never with Datastore.HashOnRead, which
+// Get applies.
+func (d storeDag) GetQuick(_ context.Context, c cid.Cid) (ipld.Node, bool) {
+	if d.s.ord.hot.Load() == nil || d.hashOnRead || c.Prefix().MhType == mh.IDENTITY || verifcid.ValidateCid(verifcid.DefaultAllowlist, c) != nil || blocked(d.blocker, c) != nil {
+		return nil, false
+	}
+	data, ok := d.s.ord.getHot(blockKey(c))
+	if !ok {
+		return nil, false
+	}
+	b, err := blocks.NewBlockWithCid(data, c)
+	if err != nil {
+		return nil, false
+	}
+	nd, err := ipldnar.DecodeBlock(b)
+	return nd, err == nil
+}
+
 // GetMany reads each block in turn: they are local, so the channel holds
 // them all.
 func (d storeDag) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {

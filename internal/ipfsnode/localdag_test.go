@@ -72,6 +72,48 @@ func TestStoreDag(t *testing.T) {
 	}
 }
 
+// GetQuick answers only from the hot blocks, with Get's checks: a block
+// read twice is at hand, one read once or not at all is not, and neither
+// is anything with HashOnRead or without hot blocks.
+func TestStoreDagQuick(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir(), layoutOrdered)
+	defer s.Close()
+	raw := merkledag.NewRawNode(bytes.Repeat([]byte("hot "), 1000))
+	if err := s.Put(ctx, blockKey(raw.Cid()), raw.RawData()); err != nil {
+		t.Fatal(err)
+	}
+	d := storeDag{s: s}
+	get := func() {
+		t.Helper()
+		if _, err := d.Get(ctx, raw.Cid()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get()
+	get()
+	if _, ok := d.GetQuick(ctx, raw.Cid()); ok {
+		t.Fatal("at hand without hot blocks")
+	}
+	s.ord.hot.Store(newHotBlocks(1 << 20))
+	get()
+	if _, ok := d.GetQuick(ctx, raw.Cid()); ok {
+		t.Fatal("at hand after one read")
+	}
+	get()
+	got, ok := d.GetQuick(ctx, raw.Cid())
+	if !ok || !got.Cid().Equals(raw.Cid()) || !bytes.Equal(got.RawData(), raw.RawData()) {
+		t.Fatalf("not at hand after two reads (%v)", ok)
+	}
+	if _, ok := (storeDag{s: s, hashOnRead: true}).GetQuick(ctx, raw.Cid()); ok {
+		t.Fatal("at hand with HashOnRead")
+	}
+	absent := merkledag.NewRawNode([]byte("nobody stored this"))
+	if _, ok := d.GetQuick(ctx, absent.Cid()); ok {
+		t.Fatal("a missing block is at hand")
+	}
+}
+
 // TestContentBlocking checks that direct reads apply kubo's denylists: a
 // .deny file in $XDG_CONFIG_HOME/ipfs/denylists, ./denylists (where
 // kubo's plugin looks, loaded with no repo) or the repo's denylists refuses

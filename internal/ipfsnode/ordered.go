@@ -259,16 +259,23 @@ func (o *ordered) get(k ds.Key) ([]byte, error) {
 	if hot == nil {
 		return o.getStored(k)
 	}
-	kb := k.Bytes()
-	if b, ok := hot.get(kb); ok {
+	if b, ok := hot.get(k.String()); ok {
 		return b, nil
 	}
 	gen := hot.generation()
 	b, err := o.getStored(k)
 	if err == nil {
-		hot.missed(kb, b, gen, o.bufs.forget)
+		hot.missed(k.String(), b, gen, o.bufs.forget)
 	}
 	return b, err
+}
+
+// getHot returns block k if it is among the hot blocks.
+func (o *ordered) getHot(k ds.Key) ([]byte, bool) {
+	if hot := o.hot.Load(); hot != nil {
+		return hot.get(k.String())
+	}
+	return nil, false
 }
 
 // getStored reads block k from pebble.
@@ -383,7 +390,7 @@ func (o *ordered) commit(ops []op) error {
 	defer b.Reset()
 	put := map[string]bool{} // blocks put by this batch
 	seq := o.seq
-	var deleted [][]byte
+	var deleted []string
 	for _, w := range ops {
 		k := w.key.Bytes()
 		switch {
@@ -396,7 +403,7 @@ func (o *ordered) commit(ops []op) error {
 				return err
 			}
 		case w.delete:
-			deleted = append(deleted, k)
+			deleted = append(deleted, w.key.String())
 			delete(put, string(k))
 			r, err := o.ref(w.key)
 			if errors.Is(err, ds.ErrNotFound) {

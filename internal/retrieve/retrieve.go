@@ -374,6 +374,26 @@ func (s *Session) stall(c cid.Cid, asked []string) error {
 	return err
 }
 
+// GetQuick returns the node of c if the local store has it in memory
+// (ipldnar.QuickGetter); false while the session streams blocks from a
+// peer, whose bookkeeping only Get does.
+func (s *Session) GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool) {
+	if nd, ok := ipldnar.KnownNode(c); ok {
+		return nd, true
+	}
+	q, ok := s.r.cfg.Local.(ipldnar.QuickGetter)
+	if !ok || s.r.cfg.Denied != nil && s.r.cfg.Denied(c) {
+		return nil, false
+	}
+	s.mu.Lock()
+	streaming := s.streaming
+	s.mu.Unlock()
+	if streaming {
+		return nil, false
+	}
+	return q.GetQuick(ctx, c)
+}
+
 // GetMany answers from Get, a few at a time: the render's prefetcher calls
 // it for the next few links of a walk.
 func (s *Session) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.NodeOption {

@@ -544,3 +544,53 @@ func (w *dagWriter) Close() error {
 }
 
 func (w *dagWriter) Abort() {}
+
+// quickLocal is a local store with every block at hand.
+type quickLocal struct{ ipld.NodeGetter }
+
+func (q quickLocal) GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool) {
+	nd, err := q.Get(ctx, c)
+	return nd, err == nil
+}
+
+// A session answers GetQuick from a local store that has the block at
+// hand, except for a denied block and while it streams from a holder
+// (whose bookkeeping only Get does).
+func TestSessionGetQuick(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	nd, err := f.src.Get(ctx, f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var child cid.Cid
+	for _, l := range nd.Links() {
+		if _, known := ipldnar.KnownNode(l.Cid); !known {
+			child = l.Cid
+		}
+	}
+	r := f.retriever(nil, func(c *Config) {
+		c.Local = quickLocal{f.src}
+		c.Denied = func(c cid.Cid) bool { return c.Equals(child) }
+	})
+	s := r.Session(ctx, f.root, int64(len(f.nar)))
+	defer s.Close()
+	if got, ok := s.GetQuick(ctx, f.root); !ok || !got.Cid().Equals(f.root) {
+		t.Fatalf("root not at hand (%v)", ok)
+	}
+	if _, ok := s.GetQuick(ctx, child); ok {
+		t.Error("a denied block is at hand")
+	}
+	s.mu.Lock()
+	s.streaming = true
+	s.mu.Unlock()
+	if _, ok := s.GetQuick(ctx, f.root); ok {
+		t.Error("at hand while streaming")
+	}
+	s.mu.Lock()
+	s.streaming = false
+	s.mu.Unlock()
+	if _, ok := f.retriever(nil, nil).Session(ctx, f.root, 1).GetQuick(ctx, f.root); ok {
+		t.Error("at hand from a store that has no GetQuick")
+	}
+}
