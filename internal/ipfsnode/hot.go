@@ -12,20 +12,18 @@ import (
 // their own, and hands them out as they are. pebble's cache holds blob
 // blocks decompressed, but reading a block from it still takes two seeks
 // (the index entry, then the data entry) and a copy out of pebble's buffer:
-// with no NAR cache (--nar-cache-mb 0), where every request renders, that
-// was a third of the daemon's CPU. The daemon keeps hot blocks only then:
-// with a NAR cache, a NAR asked for again comes from its file, and the
-// blocks read twice are mostly those several paths share, which cost the
-// first requests that kept them more than they saved (see Node.KeepHotBlocks). A block is immutable (its key is its
-// hash), so a value kept here is shared by every reader; readers never
-// write to block data, and a value kept is one the pool (bufPool) lent and
-// then forgot, so a reader giving it back (Node.Recycle) does not have it
-// reused under the others. Keeping a value copies nothing.
+// with no NAR cache, where every request renders, that was a third of the
+// daemon's CPU. A block is immutable (its key is its hash), so a value kept
+// here is shared by every reader; readers never write to block data, and a
+// value kept is one the pool (bufPool) lent and then forgot, so a reader
+// giving it back (Node.Recycle) does not have it reused under the others.
+// Keeping a value copies nothing.
 //
 // A block enters only on its second read within a window of recent misses:
-// a first request of a NAR reads its blocks once, and copying each of them
-// here would only cost. When full, the least recently used values leave;
-// a reader still holding one keeps it (it is garbage once dropped).
+// a first request reads each block once, and keeping them all would cost it
+// fresh memory for each. When full, the least recently used values leave;
+// a reader still holding one keeps it (it is garbage once dropped). Who
+// should keep hot blocks: see Node.KeepHotBlocks.
 type hotBlocks struct {
 	mu   sync.Mutex
 	max  int64
