@@ -45,8 +45,9 @@ type loadNar struct {
 // TestLoad runs 64 connections for 30 s of mixed requests against one
 // daemon: 45 % narinfo hits, 45 % narinfo misses, 10 % NAR downloads, each
 // NAR checked whole (size and SHA-256). No request may fail; p50/p99 per
-// kind are logged; the daemon's peak RSS must stay under loadRSSBound; and
-// the daemon's own metrics must count exactly what the clients did.
+// kind are logged; the daemon's peak RSS must stay under loadRSSBound; the
+// daemon's own metrics must count exactly what the clients did; and with no
+// NAR cache the renders come from hot blocks in memory.
 func TestLoad(t *testing.T) {
 	nixEnv(t)
 	store := nixtest.Store(t)
@@ -213,6 +214,12 @@ func TestLoad(t *testing.T) {
 	}
 	if got := delta(sample("nixipfs_http_response_bytes_total", "endpoint", "nar")); got != float64(narBytes) {
 		t.Errorf("metrics: NAR bytes served %v, clients read %d", got, narBytes)
+	}
+	// Without a NAR cache the daemon keeps blocks read twice in memory: the
+	// NARs downloaded again and again (each checked whole above) were
+	// rendered from there.
+	if after["nixipfs_hot_block_hits_total"] == 0 || after["nixipfs_hot_blocks_bytes"] == 0 {
+		t.Errorf("metrics: no hot blocks without a NAR cache (hits %v, bytes %v)", after["nixipfs_hot_block_hits_total"], after["nixipfs_hot_blocks_bytes"])
 	}
 	if secs := delta("nixipfs_nar_render_seconds_total"); secs > 0 {
 		t.Logf("render throughput from the metrics: %.0f MB/s", float64(narBytes)/secs/1e6)

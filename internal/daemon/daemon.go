@@ -248,7 +248,13 @@ func Run(ctx context.Context, cfg Config) error {
 	gc.API = cfg.Node.API
 	gc.Recycle, gc.Local, gc.Denied = cfg.Node.Recycle, cfg.Node.LocalBlocks(), cfg.Node.Denied
 	gc.Reverify, gc.Rendered = cfg.Node.HashOnRead(), cfg.Node.Rendered
-	cfg.Node.KeepHotBlocks(hotBlocks(cfg.HotBlocks, cfg.NARCacheSize))
+	if hs := cfg.Node.KeepHotBlocks(hotBlocks(cfg.HotBlocks, cfg.NARCacheSize)); hs != nil {
+		m.Atomics(
+			metrics.Atomic{Name: "nixipfs_hot_block_hits_total", Help: "Block reads answered from the hot blocks in memory.", V: &hs.Hits},
+			metrics.Atomic{Name: "nixipfs_hot_blocks_kept_total", Help: "Blocks kept in memory on their second read.", V: &hs.Kept},
+		)
+		m.Gauges(metrics.Atomic{Name: "nixipfs_hot_blocks_bytes", Help: "Bytes of blocks kept in memory now.", V: &hs.Bytes})
+	}
 	if cfg.NARCacheSize > 0 {
 		nc, err := narcache.Open(filepath.Join(cfg.DataDir, "nar-cache"), cfg.NARCacheSize)
 		if err != nil {

@@ -37,7 +37,15 @@ type hotBlocks struct {
 	seed          maphash.Seed
 	// gen counts removals: a value read before one is not kept, as its
 	// block may be gone (see missed).
-	gen atomic.Uint64
+	gen   atomic.Uint64
+	stats HotStats
+}
+
+// HotStats are the figures of a node's hot blocks, for metrics.
+type HotStats struct {
+	Hits  atomic.Int64 // reads answered from memory
+	Kept  atomic.Int64 // blocks kept (on their second read)
+	Bytes atomic.Int64 // held now, as the bound counts them
 }
 
 type hotEntry struct {
@@ -87,6 +95,7 @@ func (h *hotBlocks) get(key string) ([]byte, bool) {
 		return nil, false
 	}
 	h.lru.MoveToFront(el)
+	h.stats.Hits.Add(1)
 	return el.Value.(*hotEntry).data, true
 }
 
@@ -124,10 +133,11 @@ func (h *hotBlocks) missed(key string, value []byte, gen uint64, keep func([]byt
 	delete(h.seenOld, kh)
 	h.byK[key] = h.lru.PushFront(&hotEntry{key: key, data: keep(value)})
 	h.size += cost
+	h.stats.Kept.Add(1)
 	for h.size > h.max {
-		el := h.lru.Back()
-		h.drop(el)
+		h.drop(h.lru.Back())
 	}
+	h.stats.Bytes.Store(h.size)
 }
 
 // drop removes el. Called with mu held.
@@ -149,4 +159,5 @@ func (h *hotBlocks) remove(keys []string) {
 			h.drop(el)
 		}
 	}
+	h.stats.Bytes.Store(h.size)
 }

@@ -47,6 +47,12 @@ func TestHotBlocks(t *testing.T) {
 	if h.size > h.max {
 		t.Errorf("holds %d bytes, bound %d", h.size, h.max)
 	}
+	if got := h.stats.Bytes.Load(); got != h.size {
+		t.Errorf("stats: %d bytes, the set holds %d", got, h.size)
+	}
+	if kept, hits := h.stats.Kept.Load(), h.stats.Hits.Load(); kept != 5 || hits < 5 {
+		t.Errorf("stats: %d kept, %d hits; want 5 kept, at least 5 hits", kept, hits)
+	}
 
 	// A value larger than a quarter of the set is never kept.
 	big := bytes.Repeat([]byte{9}, int(h.max))

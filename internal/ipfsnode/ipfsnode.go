@@ -144,15 +144,22 @@ func (n *Node) Recycle(data []byte) {
 
 // KeepHotBlocks has the embedded repo keep the blocks read more than once
 // in memory, at most size bytes of them (0: none), and serve them from
-// there without reading its database (see hotBlocks). It is worth its
-// memory where the same blocks are read again and again: renders with no
-// NAR cache. Keeping them costs fresh memory for each, which made a fresh
-// daemon's first requests 5-8% slower where blocks are shared by several
-// paths. An external node or a repo without the ordered layout has none.
-func (n *Node) KeepHotBlocks(size int64) {
-	if n.store != nil && n.store.ord != nil {
-		n.store.ord.hot.Store(newHotBlocks(size))
+// there without reading its database (see hotBlocks), and returns their
+// figures (nil: none kept). It is worth its memory where the same blocks
+// are read again and again: renders with no NAR cache. Keeping them costs
+// fresh memory for each, which made a fresh daemon's first requests 5-8%
+// slower where blocks are shared by several paths. An external node or a
+// repo without the ordered layout has none.
+func (n *Node) KeepHotBlocks(size int64) *HotStats {
+	if n.store == nil || n.store.ord == nil {
+		return nil
 	}
+	h := newHotBlocks(size)
+	n.store.ord.hot.Store(h)
+	if h == nil {
+		return nil
+	}
+	return &h.stats
 }
 
 // APIFile is where a running daemon writes the multiaddr of its RPC API, like

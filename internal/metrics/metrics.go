@@ -125,8 +125,9 @@ func New() *Metrics {
 	return m
 }
 
-// Atomic is a counter kept by another package as an atomic integer (peer
-// retrieval's, the prerenderer's), read when /metrics is served.
+// Atomic is a counter or gauge kept by another package as an atomic
+// integer (peer retrieval's, the prerenderer's), read when /metrics is
+// served.
 type Atomic struct {
 	Name, Help string
 	V          interface{ Load() int64 }
@@ -136,6 +137,14 @@ type Atomic struct {
 func (m *Metrics) Atomics(cs ...Atomic) {
 	for _, c := range cs {
 		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.Name, Help: c.Help},
+			func() float64 { return float64(c.V.Load()) }))
+	}
+}
+
+// Gauges registers gauges kept as atomics.
+func (m *Metrics) Gauges(cs ...Atomic) {
+	for _, c := range cs {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: c.Name, Help: c.Help},
 			func() float64 { return float64(c.V.Load()) }))
 	}
 }
