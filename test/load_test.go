@@ -2,6 +2,7 @@ package test
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixipfs/nixipfs/internal/nixtest"
+	nodestatus "github.com/nixipfs/nixipfs/internal/status"
 )
 
 // Load test figures: the 64 connections for 30 s, and the bound
@@ -220,6 +222,13 @@ func TestLoad(t *testing.T) {
 	// rendered from there.
 	if after["nixipfs_hot_block_hits_total"] == 0 || after["nixipfs_hot_blocks_bytes"] == 0 {
 		t.Errorf("metrics: no hot blocks without a NAR cache (hits %v, bytes %v)", after["nixipfs_hot_block_hits_total"], after["nixipfs_hot_blocks_bytes"])
+	}
+	var rep nodestatus.Report
+	if err := json.Unmarshal(get(t, d.url+"/status.json"), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Node.HotMax == 0 || rep.Node.HotBytes == 0 || rep.Node.HotHits == 0 {
+		t.Errorf("status: hot blocks %d of %d bytes, %d hits", rep.Node.HotBytes, rep.Node.HotMax, rep.Node.HotHits)
 	}
 	if secs := delta("nixipfs_nar_render_seconds_total"); secs > 0 {
 		t.Logf("render throughput from the metrics: %.0f MB/s", float64(narBytes)/secs/1e6)

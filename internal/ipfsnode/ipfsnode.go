@@ -162,6 +162,19 @@ func (n *Node) KeepHotBlocks(size int64) *HotStats {
 	return &h.stats
 }
 
+// HotBlocks returns the figures of the hot blocks and their bound; nil and
+// 0 if the node keeps none.
+func (n *Node) HotBlocks() (*HotStats, int64) {
+	if n.store == nil || n.store.ord == nil {
+		return nil, 0
+	}
+	h := n.store.ord.hot.Load()
+	if h == nil {
+		return nil, 0
+	}
+	return &h.stats, h.max
+}
+
 // APIFile is where a running daemon writes the multiaddr of its RPC API, like
 // kubo's $IPFS_PATH/api: other nixipfs commands on the same data dir find the
 // daemon there instead of trying to open its locked repo.

@@ -60,6 +60,12 @@ type Node struct {
 	// or flatfs); RepoBytes is its repo's size on disk.
 	Datastore string `json:"datastore,omitempty"`
 	RepoBytes int64  `json:"repoBytes,omitempty"`
+	// HotBytes are the bytes of blocks a daemon keeps in memory (hot
+	// blocks), HotMax their bound and HotHits the reads they answered;
+	// all 0 without hot blocks.
+	HotBytes int64 `json:"hotBytes,omitempty"`
+	HotMax   int64 `json:"hotMax,omitempty"`
+	HotHits  int64 `json:"hotHits,omitempty"`
 }
 
 // Manifest is this node's manifest and its latest versions, newest first.
@@ -209,6 +215,9 @@ func (c *Collector) Collect(ctx context.Context) *Report {
 		fail("storage", err)
 	} else {
 		r.Node.Datastore, r.Node.RepoBytes = ds, int64(size)
+	}
+	if hs, bound := c.Node.HotBlocks(); hs != nil {
+		r.Node.HotBytes, r.Node.HotMax, r.Node.HotHits = hs.Bytes.Load(), bound, hs.Hits.Load()
 	}
 	if err := c.manifest(ctx, local, r); err != nil {
 		fail("manifest", err)

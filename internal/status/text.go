@@ -69,6 +69,9 @@ func WriteText(w io.Writer, r *Report) error {
 	if r.Node.Datastore != "" {
 		p("storage:  %s, %.1f MB on disk\n", r.Node.Datastore, float64(r.Node.RepoBytes)/1e6)
 	}
+	if r.Node.HotMax > 0 {
+		p("memory:   hot blocks %.1f MB of %.1f MB, %d reads answered\n", float64(r.Node.HotBytes)/1e6, float64(r.Node.HotMax)/1e6, r.Node.HotHits)
+	}
 	if m := r.Manifest; m.Version != "" {
 		p("manifest: %s (seq %d, %d paths, %s)\n", m.Version, m.Seq, m.Paths, m.Time)
 	} else {
