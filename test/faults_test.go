@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,15 +20,28 @@ import (
 	"github.com/nixipfs/nixipfs/internal/nixtest"
 )
 
-// freePort returns a loopback TCP port nobody listens on now.
+// givenPorts are the ports freePort returned: the kernel may hand a port
+// just closed to the next bind to port 0, and two of a cluster peer's
+// listeners once got the same one.
+var givenPorts sync.Map
+
+// freePort returns a loopback TCP port nobody listens on now, and none it
+// returned before.
 func freePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := givenPorts.LoadOrStore(port, true); !taken {
+			return strconv.Itoa(port)
+		}
 	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	t.Fatal("no loopback port left that was not given before")
+	return ""
 }
 
 // TestKillKuboMidNAR kills the external kubo (SIGKILL) while the gateway
