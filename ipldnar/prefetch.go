@@ -215,12 +215,17 @@ func (l *lookahead) worker() {
 func (l *lookahead) fetch(s *slot) {
 	nd, err := l.src.Get(l.ctx, s.c)
 	l.mu.Lock()
+	l.finish(s, nd, err)
+	l.mu.Unlock()
+}
+
+// finish sets the node of s and counts its bytes. Called with mu held.
+func (l *lookahead) finish(s *slot, nd ipld.Node, err error) {
 	s.nd, s.err = nd, err
 	if nd != nil {
 		l.bytes += len(nd.RawData())
 	}
 	close(s.done)
-	l.mu.Unlock()
 }
 
 // add appends c to the list, waiting while the walker is too far ahead;
@@ -247,9 +252,8 @@ func (l *lookahead) add(c cid.Cid) *slot {
 			return nil
 		}
 		if ok {
-			s.started, s.nd = true, nd
-			l.bytes += len(nd.RawData())
-			close(s.done)
+			s.started = true
+			l.finish(s, nd, nil)
 		}
 	}
 	l.list = append(l.list, s)
@@ -261,10 +265,10 @@ func (l *lookahead) add(c cid.Cid) *slot {
 // quick returns the node of c if the source has it at hand (KnownNode,
 // QuickGetter): the walker takes it itself, no worker is woken.
 func (l *lookahead) quick(c cid.Cid) (ipld.Node, bool) {
-	if _, ok := l.src.(QuickGetter); !ok {
-		return KnownNode(c)
+	if q, ok := l.src.(QuickGetter); ok {
+		return q.GetQuick(l.ctx, c)
 	}
-	return getQuick(l.ctx, l.src, c)
+	return KnownNode(c)
 }
 
 // hint starts fetching the dag-pb nodes among cids (the walker will need
@@ -287,9 +291,8 @@ func (l *lookahead) hint(cids []cid.Cid) int {
 		l.mu.Lock()
 		switch {
 		case ok:
-			s.started, s.nd = true, nd
-			l.bytes += len(nd.RawData())
-			close(s.done)
+			s.started = true
+			l.finish(s, nd, nil)
 		case !l.off:
 			l.start(s)
 		}
