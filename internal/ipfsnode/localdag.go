@@ -127,10 +127,7 @@ func blockKey(c cid.Cid) ds.Key {
 }
 
 func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
-	if err := verifcid.ValidateCid(verifcid.DefaultAllowlist, c); err != nil {
-		return nil, fmt.Errorf("block %s: %w", c, err)
-	}
-	if err := blocked(d.blocker, c); err != nil {
+	if err := d.refused(c); err != nil {
 		return nil, err
 	}
 	if c.Prefix().MhType == mh.IDENTITY {
@@ -151,6 +148,20 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 			return nil, fmt.Errorf("block %s: its data does not match its CID (Datastore.HashOnRead)", c)
 		}
 	}
+	return decode(c, data)
+}
+
+// refused is why Get does not read c: a hash kubo does not allow, or a
+// denylist naming it; nil if it may.
+func (d storeDag) refused(c cid.Cid) error {
+	if err := verifcid.ValidateCid(verifcid.DefaultAllowlist, c); err != nil {
+		return fmt.Errorf("block %s: %w", c, err)
+	}
+	return blocked(d.blocker, c)
+}
+
+// decode makes the node of c from its block's data.
+func decode(c cid.Cid, data []byte) (ipld.Node, error) {
 	b, err := blocks.NewBlockWithCid(data, c)
 	if err != nil {
 		return nil, err
@@ -162,18 +173,14 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 // (hot blocks), with Get's checks; never with Datastore.HashOnRead, which
 // Get applies.
 func (d storeDag) GetQuick(_ context.Context, c cid.Cid) (ipld.Node, bool) {
-	if d.s.ord.hot.Load() == nil || d.hashOnRead || c.Prefix().MhType == mh.IDENTITY || verifcid.ValidateCid(verifcid.DefaultAllowlist, c) != nil || blocked(d.blocker, c) != nil {
+	if d.s.ord.hot.Load() == nil || d.hashOnRead || c.Prefix().MhType == mh.IDENTITY || d.refused(c) != nil {
 		return nil, false
 	}
 	data, ok := d.s.ord.getHot(blockKey(c))
 	if !ok {
 		return nil, false
 	}
-	b, err := blocks.NewBlockWithCid(data, c)
-	if err != nil {
-		return nil, false
-	}
-	nd, err := ipldnar.DecodeBlock(b)
+	nd, err := decode(c, data)
 	return nd, err == nil
 }
 
