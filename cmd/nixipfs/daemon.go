@@ -196,10 +196,7 @@ func (o *daemonOpts) run(ctx context.Context, g *globals, services func(node *ip
 	cfg := o.netCfg
 	cfg.DataDir, cfg.Node, cfg.Listen = g.dataDir, node, o.listen
 	cfg.NARCacheSize = o.narCache << 20
-	cfg.HotBlocks = o.hotBlocks
-	if o.hotBlocks > 0 {
-		cfg.HotBlocks = o.hotBlocks << 20
-	}
+	cfg.HotBlocks = o.hotBlocks << 20 // -1 stays negative: automatic
 	cfg.PrefetchRate = o.prefetchRate * 1e6
 	cfg.Gateway = gateway.Config{Priority: o.priority, NoZstd: o.noZstd, Prerender: o.prerender}
 	cfg.Follow, cfg.FollowInterval, cfg.Trusted = o.follow, o.interval, keys

@@ -376,11 +376,9 @@ func (s *Session) stall(c cid.Cid, asked []string) error {
 
 // GetQuick returns the node of c if the local store has it in memory
 // (ipldnar.QuickGetter); false while the session streams blocks from a
-// peer, whose bookkeeping only Get does.
+// peer, whose bookkeeping only Get does. CIDs that carry their data
+// (ipldnar.KnownNode) are Render's to answer (and Get's).
 func (s *Session) GetQuick(ctx context.Context, c cid.Cid) (ipld.Node, bool) {
-	if nd, ok := ipldnar.KnownNode(c); ok {
-		return nd, true
-	}
 	q, ok := s.r.cfg.Local.(ipldnar.QuickGetter)
 	if !ok || s.r.cfg.Denied != nil && s.r.cfg.Denied(c) {
 		return nil, false
