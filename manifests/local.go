@@ -169,6 +169,8 @@ func (l *Local) Wait() { l.releasing.Wait() }
 // the entries link. It returns the new manifest (the same one when nothing
 // changed).
 func (l *Local) Update(ctx context.Context, puts map[string]cid.Cid, deletes []string) (*Manifest, error) {
+	// Shards are read one at a time, by lookups (ipfsnode.WithSmallReads).
+	ctx = ipfsnode.WithSmallReads(ctx)
 	unlock, err := l.lock()
 	if err != nil {
 		return nil, err

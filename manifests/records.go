@@ -14,6 +14,8 @@ import (
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 )
 
 // ErrNotFound means a manifest has no entry for the key.
@@ -56,7 +58,8 @@ func Store(ctx context.Context, api coreiface.CoreAPI, p *PathInfo) (cid.Cid, er
 	if err != nil {
 		return cid.Undef, err
 	}
-	st, err := api.Block().Put(ctx, bytes.NewReader(blk.RawData()), options.Block.CidCodec("dag-cbor"))
+	// A record is read on its own, for a narinfo (ipfsnode.WithSmallReads).
+	st, err := api.Block().Put(ipfsnode.WithSmallReads(ctx), bytes.NewReader(blk.RawData()), options.Block.CidCodec("dag-cbor"))
 	if err != nil {
 		return cid.Undef, fmt.Errorf("store PathInfo %s: %w", p.StorePath, err)
 	}

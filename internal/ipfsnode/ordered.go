@@ -33,12 +33,47 @@ import (
 //
 // Repos created before keep their blocks under /blocks/<hash> and are read
 // and written as before; layoutKey marks the repos with the ordered layout.
+//
+// Small blocks put under a context from WithSmallReads (PathInfo records,
+// manifest shards) get data entries of their own, /nixipfs-data/m<sequence>,
+// which sort after every other data entry and which pebble keeps in its
+// tables instead of blob files (smallReadPolicy). A narinfo reads one such
+// block at a time: in a blob file it decompressed the 2 MiB block holding
+// it, shared with NAR data; in the tables its neighbours are other records
+// and shards.
 const (
 	blocksPrefix  = "/blocks/"
 	dataPrefix    = "/nixipfs-data/"
+	smallPrefix   = dataPrefix + "m"
 	layoutKey     = "/nixipfs-layout"
 	layoutOrdered = "ordered-1"
+	// smallMax bounds the blocks WithSmallReads keeps in the tables; larger
+	// ones go to blob files like any block.
+	smallMax = 64 << 10
 )
+
+type smallReadsKey struct{}
+
+// WithSmallReads marks ctx: blocks put under it (up to 64 KiB) are read one
+// at a time, not in a DAG's order, and are kept apart from the NAR data.
+func WithSmallReads(ctx context.Context) context.Context {
+	return context.WithValue(ctx, smallReadsKey{}, true)
+}
+
+func smallReads(ctx context.Context) bool { return ctx.Value(smallReadsKey{}) != nil }
+
+// smallReadPolicy keeps the values of the small-read data entries in
+// pebble's tables; every other key follows the value separation policy.
+func smallReadPolicy(start []byte) (pebble.SpanPolicy, []byte, error) {
+	lo, hi := []byte(smallPrefix), prefixEnd(smallPrefix)
+	switch {
+	case bytes.Compare(start, lo) < 0:
+		return pebble.SpanPolicy{}, lo, nil
+	case bytes.Compare(start, hi) < 0:
+		return pebble.SpanPolicy{ValueStoragePolicy: pebble.ValueStorageLowReadLatency}, hi, nil
+	}
+	return pebble.SpanPolicy{}, nil, nil
+}
 
 // commitRetain bounds the buffer that commit's batch keeps for reuse: import
 // batches are about 8 MiB (batchBytes plus a block), and the buffer grows by
@@ -174,6 +209,14 @@ func isBlockKey(k ds.Key) bool { return strings.HasPrefix(k.String(), blocksPref
 
 func dataKey(seq uint64) []byte { return fmt.Appendf(nil, "%s%016x", dataPrefix, seq) }
 
+// key is the data entry of r.
+func (r ref) key() []byte {
+	if r.small {
+		return fmt.Appendf(nil, "%s%016x", smallPrefix, r.seq)
+	}
+	return dataKey(r.seq)
+}
+
 // openOrdered sets the layout of a repo: ordered if it is new (fresh) or
 // was created with it, the old one otherwise. It returns nil for the old.
 func openOrdered(db *pebble.DB, fresh bool) (*ordered, error) {
@@ -195,21 +238,38 @@ func openOrdered(db *pebble.DB, fresh bool) (*ordered, error) {
 		return nil, fmt.Errorf("datastore layout %q: this version knows only %q", layout, layoutOrdered)
 	}
 	o := &ordered{db: db, bufs: newBufPool(), readers: make(chan *reader, readersKept), maxAge: readerMaxAge}
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(dataPrefix), UpperBound: prefixEnd(dataPrefix)})
-	if err != nil {
-		return nil, fmt.Errorf("find the last block: %w", err)
-	}
-	if it.Last() {
-		k := it.Key()
-		if _, err := fmt.Sscanf(string(k[len(dataPrefix):]), "%016x", &o.seq); err != nil {
-			it.Close()
-			return nil, fmt.Errorf("last block key %q: %w", k, err)
+	// The last sequence number is the larger of the last data entry of
+	// each kind.
+	for _, p := range []string{dataPrefix, smallPrefix} {
+		seq, err := lastSeq(db, p)
+		if err != nil {
+			return nil, fmt.Errorf("find the last block: %w", err)
 		}
-	}
-	if err := it.Close(); err != nil {
-		return nil, fmt.Errorf("find the last block: %w", err)
+		o.seq = max(o.seq, seq)
 	}
 	return o, nil
+}
+
+// lastSeq is the sequence number of the last data entry named prefix and
+// sixteen hex digits (0 if there is none).
+func lastSeq(db *pebble.DB, prefix string) (uint64, error) {
+	upper := prefixEnd(dataPrefix)
+	if prefix == dataPrefix {
+		upper = []byte(smallPrefix)
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	var seq uint64
+	if it.Last() {
+		k := it.Key()
+		if _, err := fmt.Sscanf(string(k[len(prefix):]), "%016x", &seq); err != nil {
+			it.Close()
+			return 0, fmt.Errorf("last block key %q: %w", k, err)
+		}
+	}
+	return seq, it.Close()
 }
 
 func prefixEnd(p string) []byte {
@@ -218,12 +278,22 @@ func prefixEnd(p string) []byte {
 	return b
 }
 
-// ref is an index entry: where the block is and its size.
-type ref struct{ seq, size uint64 }
+// ref is an index entry: where the block is and its size. A small-read
+// block's entry ends with one more byte, refSmall.
+type ref struct {
+	seq, size uint64
+	small     bool
+}
+
+const refSmall = 1
 
 func (r ref) encode() []byte {
 	b := binary.AppendUvarint(nil, r.seq)
-	return binary.AppendUvarint(b, r.size)
+	b = binary.AppendUvarint(b, r.size)
+	if r.small {
+		b = append(b, refSmall)
+	}
+	return b
 }
 
 func decodeRef(b []byte) (ref, error) {
@@ -232,10 +302,16 @@ func decodeRef(b []byte) (ref, error) {
 		return ref{}, errors.New("invalid block index entry")
 	}
 	size, m := binary.Uvarint(b[n:])
-	if m <= 0 || n+m != len(b) {
+	if m <= 0 {
 		return ref{}, errors.New("invalid block index entry")
 	}
-	return ref{seq, size}, nil
+	switch rest := b[n+m:]; {
+	case len(rest) == 0:
+		return ref{seq: seq, size: size}, nil
+	case len(rest) == 1 && rest[0] == refSmall:
+		return ref{seq: seq, size: size, small: true}, nil
+	}
+	return ref{}, errors.New("invalid block index entry")
 }
 
 func (o *ordered) ref(k ds.Key) (ref, error) {
@@ -314,7 +390,7 @@ func (o *ordered) read(r *reader, k ds.Key) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k, err)
 	}
-	dk := dataKey(ref.seq)
+	dk := ref.key()
 	if !r.data.SeekGE(dk) || !bytes.Equal(r.data.Key(), dk) {
 		if err := r.data.Error(); err != nil {
 			return nil, err
@@ -329,7 +405,7 @@ func (o *ordered) read(r *reader, k ds.Key) ([]byte, error) {
 
 // value reads the data entry r of block k.
 func (o *ordered) value(k ds.Key, r ref) ([]byte, error) {
-	v, closer, err := o.db.Get(dataKey(r.seq))
+	v, closer, err := o.db.Get(r.key())
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, errMissing(k, r.seq)
 	}
@@ -372,6 +448,7 @@ type op struct {
 	key    ds.Key
 	value  []byte
 	delete bool
+	small  bool // put under WithSmallReads
 }
 
 // commit writes ops in one pebble batch: block puts as an index and a data
@@ -412,7 +489,7 @@ func (o *ordered) commit(ops []op) error {
 			if err != nil {
 				return err
 			}
-			if err := b.Delete(dataKey(r.seq), nil); err != nil {
+			if err := b.Delete(r.key(), nil); err != nil {
 				return err
 			}
 			if err := b.Delete(k, nil); err != nil {
@@ -430,10 +507,11 @@ func (o *ordered) commit(ops []op) error {
 				continue
 			}
 			seq++
-			if err := b.Set(dataKey(seq), w.value, nil); err != nil {
+			r := ref{seq: seq, size: uint64(len(w.value)), small: w.small && len(w.value) <= smallMax}
+			if err := b.Set(r.key(), w.value, nil); err != nil {
 				return err
 			}
-			if err := b.Set(k, ref{seq, uint64(len(w.value))}.encode(), nil); err != nil {
+			if err := b.Set(k, r.encode(), nil); err != nil {
 				return err
 			}
 			put[string(k)] = true
@@ -461,8 +539,8 @@ type orderedBatch struct {
 	ops []op
 }
 
-func (b *orderedBatch) Put(_ context.Context, key ds.Key, value []byte) error {
-	b.ops = append(b.ops, op{key: key, value: value})
+func (b *orderedBatch) Put(ctx context.Context, key ds.Key, value []byte) error {
+	b.ops = append(b.ops, op{key: key, value: value, small: smallReads(ctx)})
 	return nil
 }
 

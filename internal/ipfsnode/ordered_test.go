@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -391,5 +392,184 @@ func TestOrderedReadersExpire(t *testing.T) {
 			t.Fatalf("%d readers still kept 10 s after a get, with a maximum age of %v", len(s.ord.readers), s.ord.maxAge)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// blobBytes is the size of the repo's blob files.
+func blobBytes(t *testing.T, repo string) int64 {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(repo, "pebble", "*.blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += st.Size()
+	}
+	return n
+}
+
+// Blocks put under WithSmallReads (up to smallMax) get data entries of their
+// own, which pebble keeps in its tables, not in blob files: read, listed and
+// deleted like any block, and counted in the sequence after a reopen.
+func TestOrderedSmallReads(t *testing.T) {
+	ctx := context.Background()
+	small := WithSmallReads(ctx)
+	repo := t.TempDir()
+	s := openTestStore(t, repo, layoutOrdered)
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rand.Uint32())
+		}
+		return b
+	}
+	// 2 MiB of incompressible small blocks, as records and shards, through
+	// a batch and through Put; one block too large to be kept apart; and
+	// as much in ordinary blocks.
+	want := map[ds.Key][]byte{}
+	b, err := s.Batch(small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1024 {
+		k, v := ds.NewKey(fmt.Sprintf("/blocks/S%04d", i)), random(2048)
+		want[k] = v
+		if i%2 == 0 {
+			err = b.Put(small, k, v)
+		} else {
+			err = s.Put(small, k, v)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(small); err != nil {
+		t.Fatal(err)
+	}
+	large, largeV := ds.NewKey("/blocks/LARGE"), random(smallMax+1)
+	if err := s.Put(small, large, largeV); err != nil {
+		t.Fatal(err)
+	}
+	want[large] = largeV
+	if err := s.d.DB.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := blobBytes(t, repo); n < smallMax || n > smallMax+64<<10 {
+		t.Fatalf("blob files hold %d bytes after 2 MiB of small-read blocks and one of %d bytes", n, smallMax+1)
+	}
+	b, err = s.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1024 {
+		k, v := ds.NewKey(fmt.Sprintf("/blocks/P%04d", i)), random(2048)
+		want[k] = v
+		if err := b.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.d.DB.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := blobBytes(t, repo); n < 2<<20 {
+		t.Fatalf("blob files hold %d bytes after 2 MiB of ordinary blocks", n)
+	}
+
+	var smallEntries int
+	for _, k := range dataEntries(t, s) {
+		if strings.HasPrefix(k, smallPrefix) {
+			smallEntries++
+		}
+	}
+	if smallEntries != 1024 {
+		t.Fatalf("%d small-read data entries, want 1024", smallEntries)
+	}
+	check := func() {
+		t.Helper()
+		for k, v := range want {
+			got, err := s.Get(ctx, k)
+			if err != nil || !bytes.Equal(got, v) {
+				t.Fatalf("Get %s: %d bytes, %v", k, len(got), err)
+			}
+		}
+		listed := queryKeys(t, s, query.Query{Prefix: "/blocks"})
+		if len(listed) != len(want) {
+			t.Fatalf("query lists %d blocks, want %d", len(listed), len(want))
+		}
+		for k, v := range want {
+			if !bytes.Equal(listed[k.String()].Value, v) {
+				t.Fatalf("query value of %s differs", k)
+			}
+		}
+	}
+	check()
+
+	// Sequence numbers go on after the last entry of either kind: here a
+	// small-read one.
+	if err := s.Put(small, ds.NewKey("/blocks/S1024"), []byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	want[ds.NewKey("/blocks/S1024")] = []byte("last")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, repo, layoutOrdered)
+	defer s.Close()
+	last := s.ord.seq
+	if last != 2050 {
+		t.Fatalf("reopened at sequence %d, want 2050", last)
+	}
+	if err := s.Put(small, ds.NewKey("/blocks/S9999"), []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	want[ds.NewKey("/blocks/S9999")] = []byte("after")
+	if r, err := s.ord.ref(ds.NewKey("/blocks/S9999")); err != nil || !r.small || r.seq != last+1 {
+		t.Fatalf("block put after reopen: %+v, %v; want small, sequence %d", r, err, last+1)
+	}
+	check()
+
+	k0 := ds.NewKey("/blocks/S0000")
+	if err := s.Delete(ctx, k0); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, k0)
+	if _, err := s.Get(ctx, k0); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("Get of a deleted small-read block: %v", err)
+	}
+	if got := len(dataEntries(t, s)); got != len(want) {
+		t.Fatalf("%d data entries for %d blocks", got, len(want))
+	}
+	check()
+}
+
+func TestDecodeRef(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want ref
+		ok   bool
+	}{
+		{"ordinary", ref{seq: 300, size: 70000}.encode(), ref{seq: 300, size: 70000}, true},
+		{"small reads", ref{seq: 7, size: 900, small: true}.encode(), ref{seq: 7, size: 900, small: true}, true},
+		{"written before small reads", []byte{0x81, 0x01, 0x10}, ref{seq: 129, size: 16}, true},
+		{"unknown flag", []byte{1, 2, 2}, ref{}, false},
+		{"trailing bytes", []byte{1, 2, 1, 0}, ref{}, false},
+		{"no size", []byte{1}, ref{}, false},
+		{"empty", nil, ref{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeRef(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("decodeRef(%x) = %+v, %v; want %+v, ok %v", tc.in, got, err, tc.want, tc.ok)
+			}
+		})
 	}
 }

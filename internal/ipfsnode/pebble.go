@@ -230,6 +230,7 @@ func (c *pebbleConfig) options() *pebble.Options {
 			TargetGarbageRatio:    0.2,
 		}
 	}
+	o.Experimental.SpanPolicyFunc = smallReadPolicy
 	prof := zstdProfile(c.zstdLevel)
 	o.ApplyCompressionSettings(func() pebble.DBCompressionSettings {
 		return pebble.UniformDBCompressionSettings(prof)
@@ -403,7 +404,7 @@ func (s *pebbleStore) DiskUsage(context.Context) (uint64, error) {
 
 func (s *pebbleStore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	if s.blocks(key) {
-		return s.write(reserveWrite, func() error { return s.ord.commit([]op{{key: key, value: value}}) })
+		return s.write(reserveWrite, func() error { return s.ord.commit([]op{{key: key, value: value, small: smallReads(ctx)}}) })
 	}
 	return s.write(reserveWrite, func() error { return s.d.Put(ctx, key, value) })
 }
