@@ -33,6 +33,7 @@ var rows = []row{
 	{what: "ingest: upload", workload: "W2", ours: "ingest.w2.upload", anchor: "ingest.w2.publish", oursName: "`nix copy --to` the gateway, zstd", vs: "`nixipfs publish`", bytes: "w2.narsize"},
 	{what: "serve: all narinfos, 1 conn", workload: "W2", ours: "narinfo.c1.gw", anchor: "narinfo.c1.nginx", oursName: "gateway", vs: "nginx", goal: 1.2},
 	{what: "serve: all narinfos, 16 conns", workload: "W2", ours: "narinfo.c16.gw", anchor: "narinfo.c16.nginx", oursName: "gateway", vs: "nginx"},
+	{what: "serve: all narinfos, 1 conn, first requests", workload: "W2", ours: "narinfo.first.gw", anchor: "narinfo.first.nginx", oursName: "fresh gateway", vs: "nginx"},
 	{what: "serve: NAR, 1 conn", workload: "W1", ours: "nar.w1.c1.gw", anchor: "nar.w1.c1.nginx", oursName: "gateway", vs: "nginx", bytes: "w1.narsize", goal: 1.5},
 	{what: "serve: NAR ×16, 16 conns", workload: "W1", ours: "nar.w1.c16.gw", anchor: "nar.w1.c16.nginx", oursName: "gateway", vs: "nginx", bytes: "w1.narsize16"},
 	{what: "serve: all NARs, 1 conn", workload: "W2", ours: "nar.w2.c1.gw", anchor: "nar.w2.c1.nginx", oursName: "gateway", vs: "nginx", bytes: "w2.narsize", goal: 1.5},
