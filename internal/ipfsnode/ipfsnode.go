@@ -154,12 +154,9 @@ func (n *Node) KeepHotBlocks(size int64) *HotStats {
 	if n.store == nil || n.store.ord == nil {
 		return nil
 	}
-	h := newHotBlocks(size)
-	n.store.ord.hot.Store(h)
-	if h == nil {
-		return nil
-	}
-	return &h.stats
+	n.store.ord.hot.Store(newHotBlocks(size))
+	hs, _ := n.HotBlocks()
+	return hs
 }
 
 // HotBlocks returns the figures of the hot blocks and their bound; nil and

@@ -207,14 +207,14 @@ func (o *ordered) drain() {
 
 func isBlockKey(k ds.Key) bool { return strings.HasPrefix(k.String(), blocksPrefix) }
 
-func dataKey(seq uint64) []byte { return fmt.Appendf(nil, "%s%016x", dataPrefix, seq) }
-
-// key is the data entry of r.
+// key is the data entry of r: its prefix and sixteen hex digits of its
+// sequence number (lastSeq reads them back).
 func (r ref) key() []byte {
+	prefix := dataPrefix
 	if r.small {
-		return fmt.Appendf(nil, "%s%016x", smallPrefix, r.seq)
+		prefix = smallPrefix
 	}
-	return dataKey(r.seq)
+	return fmt.Appendf(nil, "%s%016x", prefix, r.seq)
 }
 
 // openOrdered sets the layout of a repo: ordered if it is new (fresh) or
