@@ -13,6 +13,8 @@ import (
 	"github.com/ipfs/go-cid"
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
+
+	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 )
 
 // FollowStatus is what the follower knows of one followed name.
@@ -151,6 +153,10 @@ func (f *Follower) refresh(ctx context.Context, name string) error {
 	if had && old.Equals(v) {
 		return nil
 	}
+	// The shards and PathInfos fetched from here on are read one at a time,
+	// by lookups, as a publisher's own are (ipfsnode.WithSmallReads): the
+	// blockservice stores what it fetches under this context.
+	ctx = ipfsnode.WithSmallReads(ctx)
 	next, err := LoadManifest(ctx, f.api.Dag(), v)
 	if err != nil {
 		f.setErr(name, err)

@@ -2,8 +2,10 @@ package test
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/boxo/datastore/dshelp"
@@ -40,14 +42,77 @@ func TestSmallReadsKeptApart(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	smallRead := smallReadIndex(t, dataDir)
+	for name, c := range map[string]cid.Cid{"PathInfo record": pi, "manifest version": m.Version(), "manifest HAMT root": m.Info().Entries} {
+		if !smallRead(c) {
+			t.Errorf("%s %s is not a small-read block", name, c)
+		}
+	}
+	if smallRead(rec.Root) {
+		t.Errorf("the NAR's root %s is a small-read block", rec.Root)
+	}
+}
+
+// A follower stores the manifest shards and PathInfo records it fetches as
+// small-read blocks too, so that its narinfos read them as a publisher's
+// do; the NAR's blocks it fetches stay in write order with the rest.
+func TestFollowedRecordsKeptApart(t *testing.T) {
+	nixEnv(t)
+	pa := newPublisher(t, 1<<20, 20)
+	pub := pa.node.publish(t, "--sign-key", pa.key, pa.path)
+	if len(pub) != 1 {
+		t.Fatalf("published %d paths, want 1", len(pub))
+	}
+	version, _ := pa.node.manifestVersion(t)
+	b := newNode(t, "", nil)
+	db := b.daemon(t, "--peer", loopbackPeer(t, pa.d), "--follow", pa.node.manifestName(t), "--prefetch", "1")
+	var rep struct {
+		Prefetch *struct{ Done int64 } `json:"prefetch"`
+	}
+	waitUntil(t, "B prefetched the path", 30*time.Second, func() bool {
+		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Prefetch != nil && rep.Prefetch.Done >= 1
+	})
+	db.stop()
+	pa.d.stop()
+
+	node, err := ipfsnode.Open(ctx(t), ipfsnode.Options{DataDir: b.dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := cid.MustParse(version)
+	m, err := manifests.LoadManifest(ctx(t), node.API.Dag(), v)
+	if err != nil {
+		t.Fatalf("B's copy of A's manifest %s: %v", v, err)
+	}
+	entries := m.Info().Entries
+	if err := node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	smallRead := smallReadIndex(t, b.dataDir)
+	for name, c := range map[string]cid.Cid{"PathInfo record": cid.MustParse(pub[0].PathInfo), "manifest version": v, "manifest HAMT root": entries} {
+		if !smallRead(c) {
+			t.Errorf("%s %s is not a small-read block on the follower", name, c)
+		}
+	}
+	if root := cid.MustParse(pub[0].Root); smallRead(root) {
+		t.Errorf("the NAR's root %s is a small-read block on the follower", root)
+	}
+}
+
+// smallReadIndex opens the pebble datastore of dataDir's embedded repo (read
+// only, closed with the test) and returns whether a block's index entry
+// marks it small-read: sequence number, size, and a last byte 1.
+func smallReadIndex(t *testing.T, dataDir string) func(cid.Cid) bool {
+	t.Helper()
 	db, err := pebble.Open(filepath.Join(dataDir, "ipfs", "pebble"), &pebble.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	// smallRead reads c's index entry: sequence number, size, and a last
-	// byte 1 for a small-read block.
-	smallRead := func(c cid.Cid) bool {
+	t.Cleanup(func() { db.Close() })
+	return func(c cid.Cid) bool {
 		t.Helper()
 		v, closer, err := db.Get([]byte("/blocks" + dshelp.MultihashToDsKey(c.Hash()).String()))
 		if err != nil {
@@ -58,13 +123,5 @@ func TestSmallReadsKeptApart(t *testing.T) {
 		_, k := binary.Uvarint(v[n:])
 		rest := v[n+k:]
 		return len(rest) == 1 && rest[0] == 1
-	}
-	for name, c := range map[string]cid.Cid{"PathInfo record": pi, "manifest version": m.Version(), "manifest HAMT root": m.Info().Entries} {
-		if !smallRead(c) {
-			t.Errorf("%s %s is not a small-read block", name, c)
-		}
-	}
-	if smallRead(rec.Root) {
-		t.Errorf("the NAR's root %s is a small-read block", rec.Root)
 	}
 }
