@@ -2,8 +2,13 @@ package manifests
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +19,7 @@ import (
 	coreiface "github.com/ipfs/kubo/core/coreiface"
 	"github.com/ipfs/kubo/core/coreiface/options"
 
+	"github.com/nixipfs/nixipfs/internal/atomicfile"
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 )
 
@@ -34,6 +40,10 @@ type FollowStatus struct {
 // afterwards find everything locally and never wait on a network search.
 type Follower struct {
 	api coreiface.CoreAPI // online: fetches from peers
+	// stateFile, if set, keeps each name's last synced version across
+	// restarts (see NewFollower).
+	stateFile string
+	saveMu    sync.Mutex // orders writes of stateFile
 
 	mu     sync.RWMutex
 	names  []string
@@ -41,9 +51,74 @@ type Follower struct {
 	synced map[string]cid.Cid // name -> version whose blocks are local
 }
 
-// NewFollower returns a follower that fetches through api.
-func NewFollower(api coreiface.CoreAPI) *Follower {
-	return &Follower{api: api, state: map[string]*FollowStatus{}, synced: map[string]cid.Cid{}}
+// NewFollower returns a follower that fetches through api. With a
+// stateFile it remembers, for each name, the last version whose blocks it
+// fetched, and starts from there: a follower restarted while the publisher
+// is offline (or its IPNS record is not yet found again) keeps serving what
+// it had, and fetches only what changed once a newer version resolves. A
+// state file it cannot read is reported and then replaced.
+func NewFollower(api coreiface.CoreAPI, stateFile string) *Follower {
+	f := &Follower{api: api, stateFile: stateFile, state: map[string]*FollowStatus{}, synced: map[string]cid.Cid{}}
+	if stateFile == "" {
+		return f
+	}
+	saved, err := readFollowState(stateFile)
+	if err != nil {
+		slog.Warn("followed versions not restored; resolving every name again", "err", err)
+	}
+	for _, s := range saved {
+		v, err := cid.Decode(s.Version)
+		if err != nil {
+			slog.Warn("followed version not restored", "file", stateFile, "name", s.Name, "err", err)
+			continue
+		}
+		f.synced[s.Name] = v
+		f.state[s.Name] = &FollowStatus{Name: s.Name, Version: s.Version, Seq: s.Seq, Count: s.Count, Updated: s.Updated}
+	}
+	return f
+}
+
+func readFollowState(file string) ([]FollowStatus, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read followed versions: %w", err)
+	}
+	var saved []FollowStatus
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return nil, fmt.Errorf("followed versions %s: %w", file, err)
+	}
+	return saved, nil
+}
+
+// save writes the synced version of every name to the state file.
+func (f *Follower) save() error {
+	if f.stateFile == "" {
+		return nil
+	}
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
+	f.mu.RLock()
+	var saved []FollowStatus
+	for n, v := range f.synced {
+		s := FollowStatus{Name: n, Version: v.String()}
+		if st := f.state[n]; st != nil {
+			s.Seq, s.Count, s.Updated = st.Seq, st.Count, st.Updated
+		}
+		saved = append(saved, s)
+	}
+	f.mu.RUnlock()
+	slices.SortFunc(saved, func(a, b FollowStatus) int { return strings.Compare(a.Name, b.Name) })
+	b, err := json.MarshalIndent(saved, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(f.stateFile, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save followed versions: %w", err)
+	}
+	return nil
 }
 
 // Set replaces the followed names (order is lookup order).
@@ -180,6 +255,10 @@ func (f *Follower) refresh(ctx context.Context, name string) error {
 	}
 	f.mu.Unlock()
 	slog.Info("followed manifest updated", "name", name, "version", v, "seq", info.Seq, "paths", info.Count)
+	if err := f.save(); err != nil {
+		// The version is served; only a restart would resolve it again.
+		slog.Warn("follow", "name", name, "err", err)
+	}
 	return nil
 }
 

@@ -443,3 +443,49 @@ func TestPrefetchOnFollow(t *testing.T) {
 		t.Errorf("NarHash %s from B, %s in A", pd.NarHash, pa.NarHash)
 	}
 }
+
+// TestFollowerRestartsAlone: B follows A and prefetches A's path; both stop,
+// and B starts again while A is away. B still serves the version of A's
+// manifest it had fetched (its status shows it, not resolved again), and
+// stock Nix substitutes the path from B with require-sigs: a follower keeps
+// serving what it followed when the publisher goes away.
+func TestFollowerRestartsAlone(t *testing.T) {
+	nixEnv(t)
+	pa := newPublisher(t, 1<<20, 50)
+	pa.node.publish(t, "--sign-key", pa.key, pa.path)
+	version, _ := pa.node.manifestVersion(t)
+	name := pa.node.manifestName(t)
+	b := newNode(t, "", nil)
+	db := b.daemon(t, "--peer", loopbackPeer(t, pa.d), "--follow", name, "--prefetch", "1")
+	var rep struct {
+		Prefetch *struct{ Done int64 } `json:"prefetch"`
+	}
+	waitUntil(t, "B prefetched the path", 30*time.Second, func() bool {
+		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Prefetch != nil && rep.Prefetch.Done >= 1
+	})
+	db.stop()
+	pa.d.stop()
+
+	db = b.daemon(t, "--follow", name)
+	var st struct {
+		Followed []struct {
+			Name, Version string
+			Resolved      bool
+		} `json:"followed"`
+	}
+	if err := json.Unmarshal(get(t, db.url+"/status.json"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Followed) != 1 || st.Followed[0].Name != name || st.Followed[0].Version != version || st.Followed[0].Resolved {
+		t.Errorf("B's followed names after a restart without A: %+v, want %s at %s, not resolved", st.Followed, name, version)
+	}
+	storeD := nixtest.Store(t)
+	nixCopyBounded(t, []string{"NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + pa.pub + "\n"},
+		2*time.Minute, "--from", db.url, "--to", storeD, pa.path)
+	if want, got := pathInfo(t, pa.store, pa.path), pathInfo(t, storeD, pa.path); want.NarHash != got.NarHash {
+		t.Errorf("NarHash %s from B, %s in A", got.NarHash, want.NarHash)
+	}
+}

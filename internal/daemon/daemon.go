@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 			slog.Info("manifest", "ipns", name, "version", v)
 		}
 	}
-	follower := manifests.NewFollower(cfg.Node.API)
+	follower := manifests.NewFollower(cfg.Node.API, filepath.Join(cfg.DataDir, "followed.json"))
 	follows, err := newFollowSet(cfg, follower)
 	if err != nil {
 		return err
