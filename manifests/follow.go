@@ -226,6 +226,13 @@ func (f *Follower) refresh(ctx context.Context, name string) error {
 	old, had := f.synced[name]
 	f.mu.RUnlock()
 	if had && old.Equals(v) {
+		// Resolved again (a version restored at start, or after a failed
+		// resolve): the status says so.
+		f.mu.Lock()
+		if s := f.state[name]; s != nil {
+			s.Resolved, s.LastErr = true, ""
+		}
+		f.mu.Unlock()
 		return nil
 	}
 	// The shards and PathInfos fetched from here on are read one at a time,

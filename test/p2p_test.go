@@ -482,10 +482,24 @@ func TestFollowerRestartsAlone(t *testing.T) {
 	if len(st.Followed) != 1 || st.Followed[0].Name != name || st.Followed[0].Version != version || st.Followed[0].Resolved {
 		t.Errorf("B's followed names after a restart without A: %+v, want %s at %s, not resolved", st.Followed, name, version)
 	}
+	waitUntil(t, "B's status shows the failed resolve", 30*time.Second, func() bool {
+		return strings.Contains(b.nixipfs(t, "status"), "not resolved since the daemon started")
+	})
 	storeD := nixtest.Store(t)
 	nixCopyBounded(t, []string{"NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + pa.pub + "\n"},
 		2*time.Minute, "--from", db.url, "--to", storeD, pa.path)
 	if want, got := pathInfo(t, pa.store, pa.path), pathInfo(t, storeD, pa.path); want.NarHash != got.NarHash {
 		t.Errorf("NarHash %s from B, %s in A", got.NarHash, want.NarHash)
 	}
+
+	// A back: B resolves the version it kept and says so.
+	db.stop()
+	da := pa.node.daemon(t)
+	db = b.daemon(t, "--peer", loopbackPeer(t, da), "--follow", name)
+	waitUntil(t, "B resolved A's name again", 30*time.Second, func() bool {
+		if err := json.Unmarshal(get(t, db.url+"/status.json"), &st); err != nil {
+			t.Fatal(err)
+		}
+		return len(st.Followed) == 1 && st.Followed[0].Resolved && st.Followed[0].Version == version
+	})
 }

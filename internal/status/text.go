@@ -112,6 +112,10 @@ func WriteText(w io.Writer, r *Report) error {
 		switch {
 		case f.Version != "":
 			p("%s /ipns/%s version %s, %d paths, updated %s\n", label, f.Name, f.Version, f.Count, f.Updated.Format(time.RFC3339))
+			if !f.Resolved && f.LastErr != "" {
+				// A version kept from before a restart, its name not found since.
+				p("           not resolved since the daemon started: %s\n", f.LastErr)
+			}
 		case r.Daemon:
 			p("%s /ipns/%s not resolved yet %s\n", label, f.Name, f.LastErr)
 		default:
