@@ -3,11 +3,8 @@ package manifests
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -62,7 +59,7 @@ func NewFollower(api coreiface.CoreAPI, stateFile string) *Follower {
 	if stateFile == "" {
 		return f
 	}
-	saved, err := readFollowState(stateFile)
+	saved, err := readJSONFile[[]FollowStatus](stateFile, "followed versions")
 	if err != nil {
 		slog.Warn("followed versions not restored; resolving every name again", "err", err)
 	}
@@ -76,21 +73,6 @@ func NewFollower(api coreiface.CoreAPI, stateFile string) *Follower {
 		f.state[s.Name] = &FollowStatus{Name: s.Name, Version: s.Version, Seq: s.Seq, Count: s.Count, Updated: s.Updated}
 	}
 	return f
-}
-
-func readFollowState(file string) ([]FollowStatus, error) {
-	b, err := os.ReadFile(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read followed versions: %w", err)
-	}
-	var saved []FollowStatus
-	if err := json.Unmarshal(b, &saved); err != nil {
-		return nil, fmt.Errorf("followed versions %s: %w", file, err)
-	}
-	return saved, nil
 }
 
 // save writes the synced version of every name to the state file.

@@ -31,18 +31,24 @@ func ParseName(s string) (string, error) {
 
 // ReadFollowList returns the recorded names, in the order they were added.
 func ReadFollowList(dataDir string) ([]string, error) {
-	b, err := os.ReadFile(followFile(dataDir))
+	return readJSONFile[[]string](followFile(dataDir), "follow list")
+}
+
+// readJSONFile decodes the JSON in file (what it holds, for errors); a
+// missing file is T's zero value.
+func readJSONFile[T any](file, what string) (T, error) {
+	var v T
+	b, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return v, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read follow list: %w", err)
+		return v, fmt.Errorf("read %s: %w", what, err)
 	}
-	var names []string
-	if err := json.Unmarshal(b, &names); err != nil {
-		return nil, fmt.Errorf("follow list %s: %w", followFile(dataDir), err)
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("%s %s: %w", what, file, err)
 	}
-	return names, nil
+	return v, nil
 }
 
 // EditFollowList adds or removes a name; it reports whether the list changed.

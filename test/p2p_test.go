@@ -420,17 +420,8 @@ func TestPrefetchOnFollow(t *testing.T) {
 	a.publish(t, "--sign-key", pa.key, content)
 	b := newNode(t, "", nil)
 	db := b.daemon(t, "--peer", loopbackPeer(t, da), "--follow", a.manifestName(t), "--prefetch", "2", "--prefetch-rate-mb", "100")
-	var rep struct {
-		Prefetch *struct{ Done, Failed, Bytes int64 } `json:"prefetch"`
-	}
-	waitUntil(t, "B prefetched the path", 30*time.Second, func() bool {
-		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return rep.Prefetch != nil && rep.Prefetch.Done >= 1
-	})
-	if rep.Prefetch.Failed != 0 {
-		t.Errorf("prefetch failed %d times", rep.Prefetch.Failed)
+	if rep := waitPrefetched(t, db.url, 1); rep.Failed != 0 {
+		t.Errorf("prefetch failed %d times", rep.Failed)
 	}
 	if !strings.Contains(string(get(t, db.url+"/")), `id="prefetched"`) {
 		t.Errorf("the status page does not show the prefetch")
@@ -457,15 +448,7 @@ func TestFollowerRestartsAlone(t *testing.T) {
 	name := pa.node.manifestName(t)
 	b := newNode(t, "", nil)
 	db := b.daemon(t, "--peer", loopbackPeer(t, pa.d), "--follow", name, "--prefetch", "1")
-	var rep struct {
-		Prefetch *struct{ Done int64 } `json:"prefetch"`
-	}
-	waitUntil(t, "B prefetched the path", 30*time.Second, func() bool {
-		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return rep.Prefetch != nil && rep.Prefetch.Done >= 1
-	})
+	waitPrefetched(t, db.url, 1)
 	db.stop()
 	pa.d.stop()
 
@@ -502,4 +485,23 @@ func TestFollowerRestartsAlone(t *testing.T) {
 		}
 		return len(st.Followed) == 1 && st.Followed[0].Resolved && st.Followed[0].Version == version
 	})
+}
+
+// prefetchReport is the prefetch part of a daemon's status.json.
+type prefetchReport struct{ Done, Failed, Bytes int64 }
+
+// waitPrefetched waits until the daemon at url has prefetched n paths and
+// returns its prefetch report.
+func waitPrefetched(t testing.TB, url string, n int64) prefetchReport {
+	t.Helper()
+	var rep struct {
+		Prefetch *prefetchReport `json:"prefetch"`
+	}
+	waitUntil(t, fmt.Sprintf("%d paths prefetched", n), 30*time.Second, func() bool {
+		if err := json.Unmarshal(get(t, url+"/status.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Prefetch != nil && rep.Prefetch.Done >= n
+	})
+	return *rep.Prefetch
 }

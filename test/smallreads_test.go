@@ -2,10 +2,8 @@ package test
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/ipfs/boxo/datastore/dshelp"
@@ -66,15 +64,7 @@ func TestFollowedRecordsKeptApart(t *testing.T) {
 	version, _ := pa.node.manifestVersion(t)
 	b := newNode(t, "", nil)
 	db := b.daemon(t, "--peer", loopbackPeer(t, pa.d), "--follow", pa.node.manifestName(t), "--prefetch", "1")
-	var rep struct {
-		Prefetch *struct{ Done int64 } `json:"prefetch"`
-	}
-	waitUntil(t, "B prefetched the path", 30*time.Second, func() bool {
-		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return rep.Prefetch != nil && rep.Prefetch.Done >= 1
-	})
+	waitPrefetched(t, db.url, 1)
 	db.stop()
 	pa.d.stop()
 
