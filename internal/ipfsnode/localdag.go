@@ -136,6 +136,16 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		}
 		return nil, fmt.Errorf("block %s: an identity CID whose data is no raw or dag-pb node", c)
 	}
+	data, err := d.data(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return decode(c, data)
+}
+
+// data reads the block of c, a CID that is not an identity CID and that
+// refused let through.
+func (d storeDag) data(ctx context.Context, c cid.Cid) ([]byte, error) {
 	data, err := d.s.Get(ctx, blockKey(c))
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, ipld.ErrNotFound{Cid: c}
@@ -148,7 +158,22 @@ func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 			return nil, fmt.Errorf("block %s: its data does not match its CID (Datastore.HashOnRead)", c)
 		}
 	}
-	return decode(c, data)
+	return data, nil
+}
+
+// block is Get's block, not decoded (for CAR exports).
+func (d storeDag) block(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if err := d.refused(c); err != nil {
+		return nil, err
+	}
+	if c.Prefix().MhType == mh.IDENTITY {
+		return nil, fmt.Errorf("block %s: an identity CID has no stored block", c)
+	}
+	data, err := d.data(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return blocks.NewBlockWithCid(data, c)
 }
 
 // refused is why Get does not read c: a hash kubo does not allow, or a

@@ -105,14 +105,14 @@ type getFunc = func(ctx context.Context, c cid.Cid) (blocks.Block, error)
 // visited once its links are known, so a block walk cannot follow is never
 // visited. It keeps an explicit stack: a Nix closure can chain references
 // deeper than is comfortable for recursion.
-func walk(ctx context.Context, get getFunc, roots []cid.Cid, visit func(c cid.Cid, data []byte) error) error {
+func walk(ctx context.Context, get getFunc, roots []cid.Cid, visit func(c cid.Cid, data []byte) error, a *ahead) error {
 	type item struct{ c, parent cid.Cid }
 	seen := make(map[cid.Cid]struct{})
 	stack := make([]item, 0, len(roots))
 	for i := len(roots) - 1; i >= 0; i-- {
 		stack = append(stack, item{c: roots[i]})
 	}
-	var links []cid.Cid
+	var links, next []cid.Cid
 	for len(stack) > 0 {
 		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -129,7 +129,13 @@ func walk(ctx context.Context, get getFunc, roots []cid.Cid, visit func(c cid.Ci
 			}
 			return fmt.Errorf("root %s: %w", it.c, err)
 		}
-		data, err := load(ctx, get, it.c)
+		var data []byte
+		var err error
+		if a != nil {
+			data, err = a.load(ctx, it.c)
+		} else {
+			data, err = load(ctx, get, it.c)
+		}
 		if err != nil {
 			return wrap(err)
 		}
@@ -145,6 +151,18 @@ func walk(ctx context.Context, get getFunc, roots []cid.Cid, visit func(c cid.Ci
 			if _, ok := seen[links[i]]; !ok {
 				stack = append(stack, item{c: links[i], parent: it.c})
 			}
+		}
+		if a != nil {
+			// The top of the stack is what the walk loads next; want
+			// skips what it already has.
+			next = next[:0]
+			for i := len(stack) - 1; i >= 0 && len(next) < aheadBlocks; i-- {
+				c := stack[i].c
+				if _, ok := seen[c]; !ok && !isIdentity(c) {
+					next = append(next, c)
+				}
+			}
+			a.want(next)
 		}
 	}
 	return nil
@@ -184,7 +202,7 @@ func load(ctx context.Context, get getFunc, c cid.Cid) ([]byte, error) {
 // callers run Complete before pinning. The error names the first missing
 // block and the block that links it, and wraps get's error.
 func Complete(ctx context.Context, get func(ctx context.Context, c cid.Cid) (blocks.Block, error), roots []cid.Cid) error {
-	if err := walk(ctx, get, roots, nil); err != nil {
+	if err := walk(ctx, get, roots, nil, nil); err != nil {
 		return fmt.Errorf("check closure: %w", err)
 	}
 	return nil
