@@ -127,25 +127,31 @@ func blockKey(c cid.Cid) ds.Key {
 }
 
 func (d storeDag) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	if c.Prefix().MhType != mh.IDENTITY {
+		b, err := d.block(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return ipldnar.DecodeBlock(b)
+	}
+	if err := d.refused(c); err != nil {
+		return nil, err
+	}
+	if nd, ok := ipldnar.KnownNode(c); ok {
+		return nd, nil
+	}
+	return nil, fmt.Errorf("block %s: an identity CID whose data is no raw or dag-pb node", c)
+}
+
+// block reads the stored block of c with Get's checks, not decoded (CAR
+// exports write it as it is).
+func (d storeDag) block(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	if err := d.refused(c); err != nil {
 		return nil, err
 	}
 	if c.Prefix().MhType == mh.IDENTITY {
-		if nd, ok := ipldnar.KnownNode(c); ok {
-			return nd, nil
-		}
-		return nil, fmt.Errorf("block %s: an identity CID whose data is no raw or dag-pb node", c)
+		return nil, fmt.Errorf("block %s: an identity CID has no stored block", c)
 	}
-	data, err := d.data(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	return decode(c, data)
-}
-
-// data reads the block of c, a CID that is not an identity CID and that
-// refused let through.
-func (d storeDag) data(ctx context.Context, c cid.Cid) ([]byte, error) {
 	data, err := d.s.Get(ctx, blockKey(c))
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, ipld.ErrNotFound{Cid: c}
@@ -157,21 +163,6 @@ func (d storeDag) data(ctx context.Context, c cid.Cid) ([]byte, error) {
 		if got, err := c.Prefix().Sum(data); err != nil || !got.Equals(c) {
 			return nil, fmt.Errorf("block %s: its data does not match its CID (Datastore.HashOnRead)", c)
 		}
-	}
-	return data, nil
-}
-
-// block is Get's block, not decoded (for CAR exports).
-func (d storeDag) block(ctx context.Context, c cid.Cid) (blocks.Block, error) {
-	if err := d.refused(c); err != nil {
-		return nil, err
-	}
-	if c.Prefix().MhType == mh.IDENTITY {
-		return nil, fmt.Errorf("block %s: an identity CID has no stored block", c)
-	}
-	data, err := d.data(ctx, c)
-	if err != nil {
-		return nil, err
 	}
 	return blocks.NewBlockWithCid(data, c)
 }
