@@ -58,9 +58,6 @@ func newAhead(ctx context.Context, get getFunc) *ahead {
 func (a *ahead) want(cs []cid.Cid) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.closed {
-		return
-	}
 	add := a.add[:0]
 	for _, c := range cs {
 		if _, ok := a.slots[c]; ok {

@@ -112,14 +112,12 @@ func TestExportLoadsAhead(t *testing.T) {
 func TestExportAheadBounded(t *testing.T) {
 	s, root := aheadTree(t, 200)
 	g := &countingGet{get: s.get}
-	a := newAhead(context.Background(), g.load)
 	err := walk(context.Background(), g.load, []cid.Cid{root}, func(cid.Cid, []byte) error {
 		g.mu.Lock()
 		g.visited++
 		g.mu.Unlock()
 		return nil
-	}, a)
-	a.close()
+	}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,8 +40,6 @@ func Export(ctx context.Context, w io.Writer, get func(ctx context.Context, c ci
 	if err != nil {
 		return st, fmt.Errorf("export CAR: write header: %w", err)
 	}
-	a := newAhead(ctx, get)
-	defer a.close()
 	err = walk(ctx, get, roots, func(c cid.Cid, data []byte) error {
 		if isIdentity(c) {
 			return nil
@@ -52,7 +50,7 @@ func Export(ctx context.Context, w io.Writer, get func(ctx context.Context, c ci
 		st.Blocks++
 		st.Bytes += int64(len(data))
 		return nil
-	}, a)
+	}, true)
 	if err != nil {
 		return st, fmt.Errorf("export CAR: %w", err)
 	}

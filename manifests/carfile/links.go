@@ -104,8 +104,14 @@ type getFunc = func(ctx context.Context, c cid.Cid) (blocks.Block, error)
 // in block order, so the visiting order depends only on the DAG. A block is
 // visited once its links are known, so a block walk cannot follow is never
 // visited. It keeps an explicit stack: a Nix closure can chain references
-// deeper than is comfortable for recursion.
-func walk(ctx context.Context, get getFunc, roots []cid.Cid, visit func(c cid.Cid, data []byte) error, a *ahead) error {
+// deeper than is comfortable for recursion. With lookAhead it loads the
+// next blocks on other goroutines (ahead); none runs once it returns.
+func walk(ctx context.Context, get getFunc, roots []cid.Cid, visit func(c cid.Cid, data []byte) error, lookAhead bool) error {
+	var a *ahead
+	if lookAhead {
+		a = newAhead(ctx, get)
+		defer a.close()
+	}
 	type item struct{ c, parent cid.Cid }
 	seen := make(map[cid.Cid]struct{})
 	stack := make([]item, 0, len(roots))
@@ -202,7 +208,7 @@ func load(ctx context.Context, get getFunc, c cid.Cid) ([]byte, error) {
 // callers run Complete before pinning. The error names the first missing
 // block and the block that links it, and wraps get's error.
 func Complete(ctx context.Context, get func(ctx context.Context, c cid.Cid) (blocks.Block, error), roots []cid.Cid) error {
-	if err := walk(ctx, get, roots, nil, nil); err != nil {
+	if err := walk(ctx, get, roots, nil, false); err != nil {
 		return fmt.Errorf("check closure: %w", err)
 	}
 	return nil
