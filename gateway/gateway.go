@@ -122,7 +122,8 @@ type Gateway struct {
 	// background is the work answers leave behind (storing fetched
 	// blocks); Drain waits for it.
 	background sync.WaitGroup
-	prerender  *prerenderer // nil: off
+	prerender  *prerenderer   // nil: off
+	followed   followedLookup // Config.Paths, if it is one
 	// verified remembers the NARs (narcache.Name: root, size, NarHash)
 	// whose render matched their NarHash. A root CID names its DAG's
 	// blocks, which are checked against their CIDs when stored or fetched,
@@ -177,6 +178,7 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	followed, _ := cfg.Paths.(followedLookup)
 	if m := cfg.Metrics; m != nil {
 		cfg.Paths = countedLookup{next: cfg.Paths, m: m}
 		if cfg.Sources != nil {
@@ -190,7 +192,7 @@ func New(cfg Config) *Gateway {
 		cfg.Retriever = retrieve.New(retrieve.Config{Local: cfg.Local, Network: cfg.API.Dag(), Denied: cfg.Denied, Logger: cfg.Logger})
 	}
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos,
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos, followed: followed,
 		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
 	if !cfg.Reverify {
 		g.verified, _ = lru.New[string, struct{}](verifiedNARs)
@@ -293,6 +295,10 @@ func (g *Gateway) narinfoBody(ctx context.Context, hash string, get bool) []byte
 		}
 		return nil
 	}
+	if !g.available(ctx, p) {
+		g.cfg.Logger.Debug("narinfo: DAG not here and nobody to ask", "storePath", p.StorePath, "root", p.Root)
+		return nil
+	}
 	if get && g.prerender != nil {
 		g.prerender.want(p)
 	}
@@ -302,6 +308,30 @@ func (g *Gateway) narinfoBody(ctx context.Context, hash string, get bool) []byte
 		g.narinfos.Add(p, body)
 	}
 	return body
+}
+
+// followedLookup is a Lookup that also answers from followed manifests
+// (manifests.Resolver) and can tell which answers came from one.
+type followedLookup interface {
+	FollowedRecord(root cid.Cid, narHash []byte) (*manifests.PathInfo, bool)
+}
+
+// available reports whether the NAR of p can be served now. Only a path
+// from a followed manifest can be missing: its DAG is not here while no
+// holder or peer is connected (its publisher is away). Its narinfo is then
+// a 404, so that Nix asks its next substituter instead of failing the NAR
+// download.
+func (g *Gateway) available(ctx context.Context, p *manifests.PathInfo) bool {
+	if g.followed == nil || g.cfg.Retriever == nil {
+		return true
+	}
+	if _, followed := g.followed.FollowedRecord(p.Root, p.NarHash); !followed {
+		return true
+	}
+	if g.cfg.NARCache != nil && g.cfg.NARCache.Has(narcache.Name(p.Root, p.NarHash, p.NarSize)) {
+		return true
+	}
+	return g.cfg.Retriever.Available(ctx, p.Root)
 }
 
 // NarRef names a served NAR: its DAG root, size and hash.

@@ -150,16 +150,21 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		// Abort the connection: with the tail held back the client gets a
 		// short body (or a broken zstd stream), never a complete wrong NAR.
 		// Nix then moves on to its next substituter.
+		entry := "/"
+		var ne *ipldnar.Error
+		if errors.As(err, &ne) {
+			entry = ne.Path
+		}
 		var stall *retrieve.StallError
-		if errors.As(err, &stall) {
-			entry := "/"
-			var ne *ipldnar.Error
-			if errors.As(err, &ne) {
-				entry = ne.Path
-			}
+		var none *retrieve.NoSourceError
+		switch {
+		case errors.As(err, &stall):
 			g.cfg.Logger.Warn("nar render stalled", "root", root, "cid", stall.Cid, "path", entry,
 				"waited", stall.Waited, "asked", stall.Asked)
-		} else {
+		case errors.As(err, &none):
+			g.cfg.Logger.Warn("nar render: block held nowhere reachable", "root", root, "cid", none.Cid, "path", entry,
+				"asked", none.Asked)
+		default:
 			g.cfg.Logger.Warn("nar render aborted", "root", root, "err", err)
 		}
 		if zw != nil {

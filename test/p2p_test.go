@@ -220,9 +220,10 @@ func TestPeerRetrieval(t *testing.T) {
 		})
 	}
 
-	// With no good holder left and nothing on bitswap, a stalled holder
-	// ends the response within the stall bounds, with a log line naming
-	// the block and the entry, instead of hanging.
+	// With no good holder left and no IPFS peer, a stalled holder ends the
+	// response after its stall bound (bitswap, with nobody to ask, is not
+	// waited for), with a log line naming the block and the entry, instead
+	// of hanging.
 	t.Run("no holder left", func(t *testing.T) {
 		bad := badHolder(t, carURL, "stall", 40<<20)
 		e := newNode(t, "", nil)
@@ -245,11 +246,12 @@ func TestPeerRetrieval(t *testing.T) {
 		}
 		t.Logf("stalled response ended after %s and %d bytes: %v", took.Round(time.Millisecond), n, err)
 		log := de.log()
-		if !strings.Contains(log, "nar render stalled") || !strings.Contains(log, "path=/data/big.bin") {
-			t.Errorf("no stall line naming the entry in the log:\n%s", log)
+		if !strings.Contains(log, "nar render: block held nowhere reachable") || !strings.Contains(log, "path=/data/big.bin") ||
+			!strings.Contains(log, "asked=["+bad) {
+			t.Errorf("no line naming the entry and the holder asked in the log:\n%s", log)
 		}
-		if m := scrape(t, de.url); m["nixipfs_retrieve_stalls_total"] < 1 {
-			t.Errorf("no stall counted")
+		if m := scrape(t, de.url); m["nixipfs_retrieve_car_failures_total"] < 1 {
+			t.Errorf("the stalled holder's stream was not counted as failed")
 		}
 	})
 }
@@ -504,4 +506,56 @@ func waitPrefetched(t testing.TB, url string, n int64) prefetchReport {
 		return rep.Prefetch != nil && rep.Prefetch.Done >= n
 	})
 	return *rep.Prefetch
+}
+
+// TestPublisherAway is a follower whose publisher is away. B fetched A's
+// path (prefetch) and stopped; C follows A and holds nothing of it. A stops:
+// C, with no peer left, answers the path's narinfo, and the NAR URL it gave
+// while A was there, with a 404 at once (not after the 20 s wait for a root
+// no one can send), so stock Nix with C then B (back, alone) as substituters
+// moves on to B and gets the path there. C restarted with B as its peer
+// serves the path again, fetched from B: followers share it without the
+// publisher.
+func TestPublisherAway(t *testing.T) {
+	nixEnv(t)
+	pa := newPublisher(t, 1<<20, 50)
+	pa.node.publish(t, "--sign-key", pa.key, pa.path)
+	name := pa.node.manifestName(t)
+	aPeer := loopbackPeer(t, pa.d)
+	b := newNode(t, "", nil)
+	db := b.daemon(t, "--peer", aPeer, "--follow", name, "--prefetch", "1")
+	waitPrefetched(t, db.url, 1)
+	db.stop() // else C may find B through A, and fetch from it
+	c := newNode(t, "", nil)
+	dc := c.daemon(t, "--peer", aPeer, "--follow", name)
+	waitServed(t, dc.url, pa.path, 30*time.Second)
+	nar, _, _ := narURL(t, dc.url, pa.path)
+	pa.d.stop()
+
+	narinfoURL := dc.url + "/" + hashOf(pa.path) + ".narinfo"
+	waitUntil(t, "C's narinfo is a 404 with A away", 10*time.Second, func() bool { return status(t, narinfoURL) == http.StatusNotFound })
+	start := time.Now()
+	if code := status(t, nar); code != http.StatusNotFound {
+		t.Errorf("C's NAR with A away: %d, want 404", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("C's NAR 404 took %s", d)
+	}
+	db = b.daemon(t, "--follow", name)
+	nixConfig := "NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + pa.pub + "\n"
+	storeD := nixtest.Store(t)
+	runBounded(t, []string{nixConfig + "substituters = " + dc.url + " " + db.url + "\n"}, time.Minute,
+		"nix-store", "--store", storeD, "--realise", pa.path)
+	if want, got := pathInfo(t, pa.store, pa.path), pathInfo(t, storeD, pa.path); want.NarHash != got.NarHash {
+		t.Errorf("NarHash %s through C then B, %s in A", got.NarHash, want.NarHash)
+	}
+
+	dc.stop()
+	dc = c.daemon(t, "--peer", loopbackPeer(t, db), "--follow", name)
+	waitServed(t, dc.url, pa.path, 30*time.Second)
+	storeE := nixtest.Store(t)
+	nixCopyBounded(t, []string{nixConfig}, 2*time.Minute, "--from", dc.url, "--to", storeE, pa.path)
+	if want, got := pathInfo(t, pa.store, pa.path), pathInfo(t, storeE, pa.path); want.NarHash != got.NarHash {
+		t.Errorf("NarHash %s from C with B as its peer, %s in A", got.NarHash, want.NarHash)
+	}
 }

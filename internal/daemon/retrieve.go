@@ -45,6 +45,10 @@ func (h *holders) list(ctx context.Context) []string {
 // what it does in m.
 func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metrics.Metrics) *retrieve.Retriever {
 	cnt := &retrieve.Counters{}
+	var peers func() []string // unknown for an external node
+	if node.Embedded() != nil {
+		peers = func() []string { return connectedPeers(node) }
+	}
 	r := retrieve.New(retrieve.Config{
 		Local:   node.LocalBlocks(),
 		Network: node.API.Dag(),
@@ -53,7 +57,7 @@ func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metri
 			return node.NewBlockWriter(ctx)
 		},
 		Holders:  h.list,
-		Peers:    func() []string { return connectedPeers(node) },
+		Peers:    peers,
 		Stall:    stall,
 		Counters: cnt,
 	})

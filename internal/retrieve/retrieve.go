@@ -48,6 +48,23 @@ import (
 // DefaultStall is how long a wait for one block may make no progress.
 const DefaultStall = 30 * time.Second
 
+// NoSourceError is a block that is not in the local store and that no
+// holder brought, while no IPFS peer is connected: bitswap has nobody to
+// ask, so waiting could only end in a stall. (A follower whose publisher is
+// away answers at once, and Nix moves on to its next substituter.)
+type NoSourceError struct {
+	Cid   cid.Cid
+	Asked []string // holders asked
+}
+
+func (e *NoSourceError) Error() string {
+	asked := "none"
+	if len(e.Asked) > 0 {
+		asked = strings.Join(e.Asked, ", ")
+	}
+	return fmt.Sprintf("block %s: not in the local store, no holder brought it (asked: %s), and no IPFS peer is connected", e.Cid, asked)
+}
+
 // BlockWriter stores blocks; ipfsnode's bulk writer is one.
 type BlockWriter interface {
 	Put(ctx context.Context, blk blocks.Block) error
@@ -72,7 +89,10 @@ type Config struct {
 	// peers that may hold a DAG, in the order to ask them (spreading the
 	// sessions of a closure over several holders is its business).
 	Holders func(ctx context.Context) []string
-	// Peers lists the IPFS peers bitswap may ask, for stall reports.
+	// Peers lists the IPFS peers bitswap may ask (stall reports name
+	// them). While it lists none, a block no holder brought fails at once
+	// with a *NoSourceError. nil: the peers are not known (an external node,
+	// which may find providers itself), and bitswap is always asked.
 	Peers func() []string
 	// Stall bounds a wait for one block (default DefaultStall).
 	Stall time.Duration
@@ -311,8 +331,30 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		if s.startHolderStream(c) {
 			continue
 		}
+		if s.r.noPeers() {
+			return nil, &NoSourceError{Cid: c, Asked: s.Asked()}
+		}
 		return s.network(ctx, c)
 	}
+}
+
+// noPeers reports whether bitswap is known to have nobody to ask.
+func (r *Retriever) noPeers() bool {
+	return r.cfg.Peers != nil && len(r.cfg.Peers()) == 0
+}
+
+// Available reports whether the DAG under root can be had now: its root is
+// in the local store, or a holder or an IPFS peer is there to ask (peers
+// not known count as there).
+func (r *Retriever) Available(ctx context.Context, root cid.Cid) bool {
+	if _, ok := ipldnar.KnownNode(root); ok || !r.noPeers() || r.cfg.Local == nil {
+		return true
+	}
+	if r.cfg.Holders != nil && len(r.cfg.Holders(ctx)) > 0 {
+		return true
+	}
+	_, err := r.cfg.Local.Get(ctx, root)
+	return err == nil
 }
 
 // wait blocks until changed is closed or the deadline passes. A stream

@@ -594,3 +594,53 @@ func TestSessionGetQuick(t *testing.T) {
 		t.Error("at hand from a store that has no GetQuick")
 	}
 }
+
+// With no holder and no IPFS peer connected, a block that is not local
+// fails at once with a NoSourceError (bitswap is not asked: nobody could
+// answer), and Available says so before anyone asks. A peer, a holder, a
+// local root or peers not known (an external node) make it available, and
+// then bitswap is asked as before.
+func TestNoSource(t *testing.T) {
+	f := newFixture(t)
+	var peers []string
+	r := f.retriever(nil, func(c *Config) {
+		c.Stall = time.Minute // a wait would show as a hang
+		c.Peers = func() []string { return peers }
+	})
+	ctx := context.Background()
+	if r.Available(ctx, f.root) {
+		t.Errorf("a root not here is available with no holder and no peer")
+	}
+	_, err := f.render(t, r)
+	var ns *NoSourceError
+	if !errors.As(err, &ns) || ns.Cid != f.root || !strings.Contains(err.Error(), f.root.String()) {
+		t.Errorf("render error %v, want a NoSourceError naming the root", err)
+	}
+	if f.net.asked != 0 {
+		t.Errorf("bitswap asked %d times with no peer to ask", f.net.asked)
+	}
+
+	peers = []string{"12D3KooWPeer"}
+	if !r.Available(ctx, f.root) {
+		t.Errorf("not available with a peer connected")
+	}
+	withHolder := f.retriever([]string{"http://127.0.0.1:1"}, func(c *Config) { c.Peers = func() []string { return nil } })
+	if !withHolder.Available(ctx, f.root) {
+		t.Errorf("not available with a holder listed")
+	}
+	unknown := f.retriever(nil, nil)
+	if !unknown.Available(ctx, f.root) {
+		t.Errorf("not available with the peers not known")
+	}
+	nd, err := f.src.Get(ctx, f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.local.Add(ctx, nd); err != nil {
+		t.Fatal(err)
+	}
+	peers = nil
+	if !r.Available(ctx, f.root) {
+		t.Errorf("a local root is not available")
+	}
+}
