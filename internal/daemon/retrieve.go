@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/nixipfs/nixipfs/internal/ipfsnode"
 	"github.com/nixipfs/nixipfs/internal/metrics"
 	"github.com/nixipfs/nixipfs/internal/retrieve"
@@ -45,9 +47,9 @@ func (h *holders) list(ctx context.Context) []string {
 // what it does in m.
 func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metrics.Metrics) *retrieve.Retriever {
 	cnt := &retrieve.Counters{}
-	var peers func() []string // unknown for an external node
-	if node.Embedded() != nil {
-		peers = func() []string { return connectedPeers(node) }
+	var peers func() []peer.ID // unknown for an external node
+	if e := node.Embedded(); e != nil {
+		peers = e.PeerHost.Network().Peers
 	}
 	r := retrieve.New(retrieve.Config{
 		Local:   node.LocalBlocks(),
@@ -70,17 +72,4 @@ func newRetriever(node *ipfsnode.Node, h *holders, stall time.Duration, m *metri
 		metrics.Atomic{Name: "nixipfs_retrieve_stalls_total", Help: "Waits for a block that hit the stall bound (the response was ended).", V: &cnt.Stalls},
 	)
 	return r
-}
-
-// connectedPeers names the IPFS peers bitswap can ask.
-func connectedPeers(node *ipfsnode.Node) []string {
-	e := node.Embedded()
-	if e == nil {
-		return nil
-	}
-	var out []string
-	for _, p := range e.PeerHost.Network().Peers() {
-		out = append(out, p.String())
-	}
-	return out
 }

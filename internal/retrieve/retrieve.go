@@ -41,6 +41,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	carv2 "github.com/ipld/go-car/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/nixipfs/nixipfs/ipldnar"
 )
@@ -93,7 +94,7 @@ type Config struct {
 	// them). While it lists none, a block no holder brought fails at once
 	// with a *NoSourceError. nil: the peers are not known (an external node,
 	// which may find providers itself), and bitswap is always asked.
-	Peers func() []string
+	Peers func() []peer.ID
 	// Stall bounds a wait for one block (default DefaultStall).
 	Stall time.Duration
 	// Client fetches CARs (default: a client with keep-alive and no
@@ -395,7 +396,7 @@ func (s *Session) network(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		asked := s.Asked()
 		if s.r.cfg.Peers != nil {
 			for _, p := range s.r.cfg.Peers() {
-				asked = append(asked, "bitswap:"+p)
+				asked = append(asked, "bitswap:"+p.String())
 			}
 		}
 		return nil, s.stall(c, asked)

@@ -21,6 +21,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	carv2 "github.com/ipld/go-car/v2"
 	carstorage "github.com/ipld/go-car/v2/storage"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/nix-community/go-nix/pkg/wire"
 
 	"github.com/nixipfs/nixipfs/ipldnar"
@@ -602,10 +603,10 @@ func TestSessionGetQuick(t *testing.T) {
 // then bitswap is asked as before.
 func TestNoSource(t *testing.T) {
 	f := newFixture(t)
-	var peers []string
+	var peers []peer.ID
 	r := f.retriever(nil, func(c *Config) {
 		c.Stall = time.Minute // a wait would show as a hang
-		c.Peers = func() []string { return peers }
+		c.Peers = func() []peer.ID { return peers }
 	})
 	ctx := context.Background()
 	if r.Available(ctx, f.root) {
@@ -620,11 +621,11 @@ func TestNoSource(t *testing.T) {
 		t.Errorf("bitswap asked %d times with no peer to ask", f.net.asked)
 	}
 
-	peers = []string{"12D3KooWPeer"}
+	peers = []peer.ID{"12D3KooWPeer"}
 	if !r.Available(ctx, f.root) {
 		t.Errorf("not available with a peer connected")
 	}
-	withHolder := f.retriever([]string{"http://127.0.0.1:1"}, func(c *Config) { c.Peers = func() []string { return nil } })
+	withHolder := f.retriever([]string{"http://127.0.0.1:1"}, func(c *Config) { c.Peers = func() []peer.ID { return nil } })
 	if !withHolder.Available(ctx, f.root) {
 		t.Errorf("not available with a holder listed")
 	}
