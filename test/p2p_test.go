@@ -509,13 +509,14 @@ func waitPrefetched(t testing.TB, url string, n int64) prefetchReport {
 }
 
 // TestPublisherAway is a follower whose publisher is away. B fetched A's
-// path (prefetch) and stopped; C follows A and holds nothing of it. A stops:
-// C, with no peer left, answers the path's narinfo, and the NAR URL it gave
-// while A was there, with a 404 at once (not after the 20 s wait for a root
-// no one can send), so stock Nix with C then B (back, alone) as substituters
-// moves on to B and gets the path there. C restarted with B as its peer
-// serves the path again, fetched from B: followers share it without the
-// publisher.
+// path P (prefetch) and stopped; then A published Q, and C follows A and
+// holds nothing of either. A stops: C, with no peer left, answers P's
+// narinfo, and the NAR URL it gave while A was there, with a 404 at once
+// (not after the 20 s wait for a root no one can send), so stock Nix with C
+// then B (back, alone) as substituters moves on to B and gets P there. C
+// restarted with B as its peer serves P again, fetched from B: followers
+// share it without the publisher. Q, which B lacks, is a 404 at once too
+// (B's gateway said so; bitswap is not waited for).
 func TestPublisherAway(t *testing.T) {
 	nixEnv(t)
 	pa := newPublisher(t, 1<<20, 50)
@@ -526,9 +527,11 @@ func TestPublisherAway(t *testing.T) {
 	db := b.daemon(t, "--peer", aPeer, "--follow", name, "--prefetch", "1")
 	waitPrefetched(t, db.url, 1)
 	db.stop() // else C may find B through A, and fetch from it
+	q := nixtest.AddTree(t, pa.store, "q", map[string]string{"data": "published after B left\n"})
+	pa.node.publish(t, "--sign-key", pa.key, q)
 	c := newNode(t, "", nil)
 	dc := c.daemon(t, "--peer", aPeer, "--follow", name)
-	waitServed(t, dc.url, pa.path, 30*time.Second)
+	waitServed(t, dc.url, q, 30*time.Second)
 	nar, _, _ := narURL(t, dc.url, pa.path)
 	pa.d.stop()
 
@@ -557,5 +560,13 @@ func TestPublisherAway(t *testing.T) {
 	nixCopyBounded(t, []string{nixConfig}, 2*time.Minute, "--from", dc.url, "--to", storeE, pa.path)
 	if want, got := pathInfo(t, pa.store, pa.path), pathInfo(t, storeE, pa.path); want.NarHash != got.NarHash {
 		t.Errorf("NarHash %s from C with B as its peer, %s in A", got.NarHash, want.NarHash)
+	}
+	qNAR, _, _ := narURL(t, dc.url, q) // B is a peer: C cannot tell before asking
+	start = time.Now()
+	if code := status(t, qNAR); code != http.StatusNotFound {
+		t.Errorf("C's NAR of a path only A had, with B as its peer: %d, want 404", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("C's NAR 404 for a path B lacks took %s", d)
 	}
 }

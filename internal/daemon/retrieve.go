@@ -30,13 +30,16 @@ func newHolders(node *ipfsnode.Node, static []string) *holders {
 
 // list is asked once per NAR render. Peers' gateways come in turn first,
 // so the paths of a closure fetched at once are spread over their holders.
-func (h *holders) list(ctx context.Context) []string {
-	out := append([]string(nil), h.static...)
+func (h *holders) list(ctx context.Context) []retrieve.Holder {
+	out := make([]retrieve.Holder, 0, len(h.static))
+	for _, u := range h.static {
+		out = append(out, retrieve.Holder{URL: u})
+	}
 	if h.peers != nil {
 		found := h.peers.Gateways(ctx)
 		if n := len(found); n > 1 {
 			k := int(h.next.Add(1) % uint64(n))
-			found = append(append([]string(nil), found[k:]...), found[:k]...)
+			found = append(append([]retrieve.Holder(nil), found[k:]...), found[:k]...)
 		}
 		out = append(out, found...)
 	}

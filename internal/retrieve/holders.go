@@ -67,14 +67,14 @@ type gatewayEntry struct {
 // maxAsked bounds the peers asked at once.
 const maxAsked = 32
 
-// Gateways returns the gateway URLs of connected peers.
-func (p *PeerGateways) Gateways(ctx context.Context) []string {
+// Gateways returns the gateways of connected peers.
+func (p *PeerGateways) Gateways(ctx context.Context) []Holder {
 	ttl := p.TTL
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
 	var ask []peer.ID
-	var out []string
+	var out []Holder
 	now := time.Now()
 	p.mu.Lock()
 	if p.known == nil {
@@ -83,7 +83,7 @@ func (p *PeerGateways) Gateways(ctx context.Context) []string {
 	for _, id := range p.Host.Network().Peers() {
 		if e, ok := p.known[id]; ok && now.Sub(e.at) < ttl {
 			if e.url != "" {
-				out = append(out, e.url)
+				out = append(out, Holder{URL: e.url, Peer: id})
 			}
 			continue
 		}
@@ -113,7 +113,7 @@ func (p *PeerGateways) Gateways(ctx context.Context) []string {
 	for i, id := range ask {
 		p.known[id] = gatewayEntry{url: urls[i], at: time.Now()}
 		if urls[i] != "" {
-			out = append(out, urls[i])
+			out = append(out, Holder{URL: urls[i], Peer: id})
 		}
 	}
 	p.mu.Unlock()

@@ -50,9 +50,10 @@ import (
 const DefaultStall = 30 * time.Second
 
 // NoSourceError is a block that is not in the local store and that no
-// holder brought, while no IPFS peer is connected: bitswap has nobody to
-// ask, so waiting could only end in a stall. (A follower whose publisher is
-// away answers at once, and Nix moves on to its next substituter.)
+// holder brought, while no IPFS peer is connected but holders whose
+// gateways said they lack it: bitswap has nobody to ask, so waiting could
+// only end in a stall. (A follower whose publisher is away answers at
+// once, and Nix moves on to its next substituter.)
 type NoSourceError struct {
 	Cid   cid.Cid
 	Asked []string // holders asked
@@ -63,7 +64,7 @@ func (e *NoSourceError) Error() string {
 	if len(e.Asked) > 0 {
 		asked = strings.Join(e.Asked, ", ")
 	}
-	return fmt.Sprintf("block %s: not in the local store, no holder brought it (asked: %s), and no IPFS peer is connected", e.Cid, asked)
+	return fmt.Sprintf("block %s: not in the local store, no holder brought it (asked: %s), and no other IPFS peer is connected", e.Cid, asked)
 }
 
 // BlockWriter stores blocks; ipfsnode's bulk writer is one.
@@ -86,13 +87,14 @@ type Config struct {
 	// NewWriter opens a writer for blocks fetched over HTTP; nil: they are
 	// not stored.
 	NewWriter func(ctx context.Context) (BlockWriter, error)
-	// Holders lists the trustless-gateway base URLs ("http://host:port") of
-	// peers that may hold a DAG, in the order to ask them (spreading the
-	// sessions of a closure over several holders is its business).
-	Holders func(ctx context.Context) []string
+	// Holders lists the trustless gateways of peers that may hold a DAG,
+	// in the order to ask them (spreading the sessions of a closure over
+	// several holders is its business).
+	Holders func(ctx context.Context) []Holder
 	// Peers lists the IPFS peers bitswap may ask (stall reports name
-	// them). While it lists none, a block no holder brought fails at once
-	// with a *NoSourceError. nil: the peers are not known (an external node,
+	// them). While it lists none but holders whose gateways answered 404
+	// for the block, a block no holder brought fails at once with a
+	// *NoSourceError. nil: the peers are not known (an external node,
 	// which may find providers itself), and bitswap is always asked.
 	Peers func() []peer.ID
 	// Stall bounds a wait for one block (default DefaultStall).
@@ -110,6 +112,12 @@ type Config struct {
 	Logger        *slog.Logger
 	// Counters, if set, count what happens (for /metrics).
 	Counters *Counters
+}
+
+// Holder is a trustless gateway that may hold a DAG.
+type Holder struct {
+	URL  string  // base URL, "http://host:port"
+	Peer peer.ID // the IPFS peer whose gateway it is; "" if not known
 }
 
 // Counters are a Retriever's figures. All fields are read atomically.
@@ -181,7 +189,7 @@ type Session struct {
 	changed   chan struct{} // closed on every arrival and stream end
 	streaming bool
 	received  int64
-	holders   []string
+	holders   []Holder
 	cur       int      // the holder asked now
 	asked     []string // holders asked, for reports
 	nstreams  int
@@ -198,6 +206,9 @@ type Session struct {
 	stalled     *StallError              // the first stall: the session has failed
 	// streamCancel ends the running stream (set while one runs).
 	streamCancel context.CancelFunc
+	// lacks maps holders' peers to the last block their gateway answered
+	// 404 for: bitswap need not ask them for it.
+	lacks map[peer.ID]cid.Cid
 
 	closeOnce sync.Once
 	writes    chan []blocks.Block
@@ -332,11 +343,27 @@ func (s *Session) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		if s.startHolderStream(c) {
 			continue
 		}
-		if s.r.noPeers() {
+		if s.nobodyElse(c) {
 			return nil, &NoSourceError{Cid: c, Asked: s.Asked()}
 		}
 		return s.network(ctx, c)
 	}
+}
+
+// nobodyElse reports whether bitswap has nobody to ask for c: every
+// connected IPFS peer (if any) is a holder whose gateway said it lacks c.
+func (s *Session) nobodyElse(c cid.Cid) bool {
+	if s.r.cfg.Peers == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.r.cfg.Peers() {
+		if s.lacks[p] != c {
+			return false
+		}
+	}
+	return true
 }
 
 // noPeers reports whether bitswap is known to have nobody to ask.
@@ -546,7 +573,7 @@ func (s *Session) startHolderStream(c cid.Cid) bool {
 	if s.holders == nil {
 		s.holders = s.r.cfg.Holders(s.ctx)
 		if s.holders == nil {
-			s.holders = []string{}
+			s.holders = []Holder{}
 		}
 	}
 	if s.streaming {
@@ -560,8 +587,8 @@ func (s *Session) startHolderStream(c cid.Cid) bool {
 		return false
 	}
 	h := s.holders[s.cur]
-	if !slices.Contains(s.asked, h) {
-		s.asked = append(s.asked, h)
+	if !slices.Contains(s.asked, h.URL) {
+		s.asked = append(s.asked, h.URL)
 	}
 	s.nstreams++
 	s.streaming = true
@@ -575,22 +602,31 @@ func (s *Session) startHolderStream(c cid.Cid) bool {
 const maxStreams = 100000
 
 // stream reads the CAR of the DAG under c from holder into arrived.
-func (s *Session) stream(holder string, c cid.Cid) {
+func (s *Session) stream(holder Holder, c cid.Cid) {
 	defer s.streams.Done()
 	cnt := s.r.cfg.Counters
 	cnt.CARStreams.Add(1)
-	n, brought, err := s.readCAR(holder, c)
+	n, brought, err := s.readCAR(holder.URL, c)
 	s.mu.Lock()
 	s.streaming = false
 	s.streamCancel = nil
 	s.lastRoot, s.lastErr, s.lastBrought = c, err, brought
+	if errors.Is(err, errLacks) && holder.Peer != "" {
+		if s.lacks == nil {
+			s.lacks = map[peer.ID]cid.Cid{}
+		}
+		s.lacks[holder.Peer] = c
+	}
 	s.signalLocked()
 	s.mu.Unlock()
 	if err != nil && s.ctx.Err() == nil {
 		cnt.CARFailures.Add(1)
-		s.r.cfg.Logger.Warn("CAR stream from holder failed", "holder", holder, "cid", c, "blocks", n, "err", err)
+		s.r.cfg.Logger.Warn("CAR stream from holder failed", "holder", holder.URL, "cid", c, "blocks", n, "err", err)
 	}
 }
+
+// errLacks is a holder's 404: its gateway does not have the DAG's root.
+var errLacks = errors.New("the holder does not have it")
 
 // errExcess ends a stream that sent more than the DAG can hold.
 var errExcess = errors.New("holder sent more block bytes than the DAG can hold")
@@ -613,6 +649,9 @@ func (s *Session) readCAR(holder string, c cid.Cid) (n int, brought bool, err er
 		return 0, false, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return 0, false, fmt.Errorf("GET %s: %s: %w", url, resp.Status, errLacks)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, false, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}

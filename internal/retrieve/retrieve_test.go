@@ -245,8 +245,14 @@ func (f *fixture) retriever(holders []string, mutate func(*Config)) *Retriever {
 		NewWriter: func(context.Context) (BlockWriter, error) {
 			return &memWriter{mu: &f.mu, stored: f.stored}, nil
 		},
-		Holders: func(context.Context) []string { return holders },
-		Stall:   2 * time.Second,
+		Holders: func(context.Context) []Holder {
+			var hs []Holder
+			for _, u := range holders {
+				hs = append(hs, Holder{URL: u})
+			}
+			return hs
+		},
+		Stall: 2 * time.Second,
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -643,5 +649,40 @@ func TestNoSource(t *testing.T) {
 	peers = nil
 	if !r.Available(ctx, f.root) {
 		t.Errorf("a local root is not available")
+	}
+}
+
+// Connected peers whose gateways answered 404 for a block are not asked
+// for it again over bitswap: with no other peer connected the render fails
+// at once, naming the holders asked; one more peer, and bitswap is asked.
+func TestNoSourceHoldersLack(t *testing.T) {
+	f := newFixture(t)
+	lacking := newHolder(t, mdtest.Mock(), nil) // has nothing: 404
+	var peers []peer.ID
+	r := f.retriever(nil, func(c *Config) {
+		c.Stall = time.Minute // a wait would show as a hang
+		c.Holders = func(context.Context) []Holder { return []Holder{{URL: lacking.srv.URL, Peer: "holder-peer"}} }
+		c.Peers = func() []peer.ID { return peers }
+	})
+	peers = []peer.ID{"holder-peer"}
+	_, err := f.render(t, r)
+	var ns *NoSourceError
+	if !errors.As(err, &ns) || ns.Cid != f.root || !slices.Equal(ns.Asked, []string{lacking.srv.URL}) {
+		t.Errorf("render error %v, want a NoSourceError naming the root and the holder asked", err)
+	}
+	if f.net.asked != 0 || lacking.requests() != 1 {
+		t.Errorf("bitswap asked %d times, the holder %d times; want 0 and 1", f.net.asked, lacking.requests())
+	}
+
+	peers = []peer.ID{"holder-peer", "another-peer"}
+	r = f.retriever(nil, func(c *Config) {
+		c.Stall = 100 * time.Millisecond
+		c.Holders = func(context.Context) []Holder { return []Holder{{URL: lacking.srv.URL, Peer: "holder-peer"}} }
+		c.Peers = func() []peer.ID { return peers }
+	})
+	_, err = f.render(t, r)
+	var se *StallError
+	if !errors.As(err, &se) || f.net.asked != 1 {
+		t.Errorf("with another peer: render error %v, bitswap asked %d times; want a stall after asking it once", err, f.net.asked)
 	}
 }
