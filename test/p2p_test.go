@@ -570,3 +570,46 @@ func TestPublisherAway(t *testing.T) {
 		t.Errorf("C's NAR 404 for a path B lacks took %s", d)
 	}
 }
+
+// TestPrefetchRetries: a prefetch that fails because nobody holding the
+// path is connected is tried again. B knows A's path P (it followed A) but
+// restarts with --prefetch while A is away: the prefetch fails at once and
+// is kept to try again; when A comes back (dialling B), B fetches P without
+// being asked, and serves it to stock Nix once A is gone again.
+func TestPrefetchRetries(t *testing.T) {
+	nixEnv(t)
+	pa := newPublisher(t, 1<<20, 50)
+	pa.node.publish(t, "--sign-key", pa.key, pa.path)
+	name := pa.node.manifestName(t)
+	b := newNode(t, "", nil)
+	db := b.daemon(t, "--peer", loopbackPeer(t, pa.d), "--follow", name)
+	waitServed(t, db.url, pa.path, 30*time.Second)
+	db.stop()
+	pa.d.stop()
+
+	db = b.daemon(t, "--follow", name, "--prefetch", "1")
+	var rep struct {
+		Prefetch *struct{ Done, Failed, Retrying int64 }
+	}
+	waitUntil(t, "B's prefetch failed and waits to try again", 30*time.Second, func() bool {
+		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Prefetch != nil && rep.Prefetch.Failed >= 1 && rep.Prefetch.Retrying == 1
+	})
+	if rep.Prefetch.Done != 0 {
+		t.Fatalf("B prefetched %d paths with A away", rep.Prefetch.Done)
+	}
+	da := pa.node.daemon(t, "--peer", loopbackPeer(t, db))
+	waitPrefetched(t, db.url, 1)
+	if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Prefetch.Retrying != 0 {
+		t.Errorf("B still has %d prefetches to try again after they succeeded", rep.Prefetch.Retrying)
+	}
+	da.stop()
+	storeD := nixtest.Store(t)
+	nixCopyBounded(t, []string{"NIX_CONFIG=" + nixtest.Config + "\nrequire-sigs = true\ntrusted-public-keys = " + pa.pub + "\n"},
+		2*time.Minute, "--from", db.url, "--to", storeD, pa.path)
+}

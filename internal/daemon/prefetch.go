@@ -44,11 +44,29 @@ type prefetcher struct {
 
 	queued, active, done, failed, bytes atomic.Int64
 	limiter                             *rate.Limiter
+
+	mu      sync.Mutex
+	retries map[string]*retry // hash part → a failed prefetch's next try
 }
+
+// retry is a failed prefetch waiting for its next try. A prefetch fails at
+// once while no holder or peer is there to ask (the publisher away, a
+// network down): it is tried again after retryFirst, then twice as long
+// each time, up to retryMax.
+type retry struct {
+	info  *manifests.PathInfo
+	at    time.Time
+	delay time.Duration
+}
+
+const (
+	retryFirst = 5 * time.Second
+	retryMax   = 10 * time.Minute
+)
 
 func newPrefetcher(api coreiface.CoreAPI, f *manifests.Follower, paths gateway.Lookup, workers int, bytesPerSec int64) *prefetcher {
 	return &prefetcher{api: api, follower: f, paths: paths, offline: gateway.LocalBlocks(api), workers: workers, rate: bytesPerSec,
-		client: &http.Client{}, seen: map[string]cid.Cid{},
+		client: &http.Client{}, seen: map[string]cid.Cid{}, retries: map[string]*retry{},
 		queue: make(chan *manifests.PathInfo, 4096), limiter: newLimiter(bytesPerSec)}
 }
 
@@ -75,6 +93,7 @@ func (p *prefetcher) run(ctx context.Context, gatewayURL string, interval time.D
 			}
 			p.seen[v.Name] = v.Version
 		}
+		p.requeue(ctx)
 		select {
 		case <-ctx.Done():
 			wg.Wait()
@@ -150,10 +169,62 @@ func (p *prefetcher) work(ctx context.Context) {
 			switch {
 			case err == nil:
 				p.done.Add(1)
+				p.mu.Lock()
+				delete(p.retries, info.HashPart())
+				p.mu.Unlock()
 			case ctx.Err() == nil:
 				p.failed.Add(1)
-				slog.Warn("prefetch", "path", info.StorePath, "err", err)
+				slog.Warn("prefetch", "path", info.StorePath, "err", err, "retryIn", p.later(info))
 			}
+		}
+	}
+}
+
+// later schedules another try of a failed prefetch and says when.
+func (p *prefetcher) later(info *manifests.PathInfo) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.retries[info.HashPart()]
+	if r == nil {
+		r = &retry{info: info, delay: retryFirst}
+		p.retries[info.HashPart()] = r
+	} else {
+		r.delay = min(2*r.delay, retryMax)
+	}
+	r.at = time.Now().Add(r.delay)
+	return r.delay
+}
+
+// requeue queues the failed prefetches that are due again. One whose path
+// is no longer served as it was (its manifest unfollowed, the policy
+// changed, another record) or that is here by now is dropped.
+func (p *prefetcher) requeue(ctx context.Context) {
+	now := time.Now()
+	var due []*manifests.PathInfo
+	p.mu.Lock()
+	for _, r := range p.retries {
+		if !r.at.After(now) {
+			due = append(due, r.info)
+		}
+	}
+	p.mu.Unlock()
+	for _, info := range due {
+		h := info.HashPart()
+		if _, busy := p.pending.LoadOrStore(h, struct{}{}); busy {
+			continue
+		}
+		if cur, err := p.paths.Lookup(ctx, h); err != nil || cur.Root != info.Root || p.local(ctx, info.Root) {
+			p.pending.Delete(h)
+			p.mu.Lock()
+			delete(p.retries, h)
+			p.mu.Unlock()
+			continue
+		}
+		select {
+		case p.queue <- info:
+			p.queued.Add(1)
+		default: // full: the next round
+			p.pending.Delete(h)
 		}
 	}
 }
@@ -198,8 +269,11 @@ func (p *prefetcher) fetch(ctx context.Context, info *manifests.PathInfo) error 
 
 // report is the status page's view.
 func (p *prefetcher) report() *status.Prefetch {
+	p.mu.Lock()
+	retrying := len(p.retries)
+	p.mu.Unlock()
 	return &status.Prefetch{Workers: p.workers, RateBytes: p.rate, Queued: p.queued.Load(), Active: p.active.Load(),
-		Done: p.done.Load(), Failed: p.failed.Load(), Bytes: p.bytes.Load()}
+		Done: p.done.Load(), Failed: p.failed.Load(), Retrying: int64(retrying), Bytes: p.bytes.Load()}
 }
 
 // readChunk is the most a prefetch reads at once, and so the limiter's burst.

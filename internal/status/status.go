@@ -127,7 +127,8 @@ type Prefetch struct {
 	Queued    int64 `json:"queued"`
 	Active    int64 `json:"active"`
 	Done      int64 `json:"done"`
-	Failed    int64 `json:"failed"`
+	Failed    int64 `json:"failed"`   // tries that failed
+	Retrying  int64 `json:"retrying"` // paths whose prefetch failed, to be tried again
 	Bytes     int64 `json:"bytes"`
 }
 

@@ -134,8 +134,8 @@ func WriteText(w io.Writer, r *Report) error {
 			s.Requests, 100*s.HitRate, s.NarinfoHits, s.NarinfoMisses, s.NARs, s.BytesServed, s.RenderMBps)
 	}
 	if f := r.Prefetch; f != nil {
-		p("prefetch: %d queued, %d active, %d done, %d failed, %d bytes (%d workers)\n",
-			f.Queued, f.Active, f.Done, f.Failed, f.Bytes, f.Workers)
+		p("prefetch: %d queued, %d active, %d done, %d failed (%d paths to try again), %d bytes (%d workers)\n",
+			f.Queued, f.Active, f.Done, f.Failed, f.Retrying, f.Bytes, f.Workers)
 	}
 	for _, x := range r.Recent {
 		p("recent:   %s %s %s\n", x.StorePath, x.Status, x.Time.Format(time.RFC3339))
