@@ -174,25 +174,34 @@ func (p *prefetcher) work(ctx context.Context) {
 				p.mu.Unlock()
 			case ctx.Err() == nil:
 				p.failed.Add(1)
-				slog.Warn("prefetch", "path", info.StorePath, "err", err, "retryIn", p.later(info))
+				// Each path's first failure is a warning; its retries, which
+				// fail at once while nobody is there to ask, only debug lines.
+				level := slog.LevelDebug
+				delay, first := p.later(info)
+				if first {
+					level = slog.LevelWarn
+				}
+				slog.Log(ctx, level, "prefetch", "path", info.StorePath, "err", err, "retryIn", delay)
 			}
 		}
 	}
 }
 
-// later schedules another try of a failed prefetch and says when.
-func (p *prefetcher) later(info *manifests.PathInfo) time.Duration {
+// later schedules another try of a failed prefetch, says when, and whether
+// it was the path's first failure.
+func (p *prefetcher) later(info *manifests.PathInfo) (delay time.Duration, first bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.retries[info.HashPart()]
-	if r == nil {
+	first = r == nil
+	if first {
 		r = &retry{info: info, delay: retryFirst}
 		p.retries[info.HashPart()] = r
 	} else {
 		r.delay = min(2*r.delay, retryMax)
 	}
 	r.at = time.Now().Add(r.delay)
-	return r.delay
+	return r.delay, first
 }
 
 // requeue queues the failed prefetches that are due again. One whose path
