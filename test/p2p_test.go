@@ -516,7 +516,8 @@ func waitPrefetched(t testing.TB, url string, n int64) prefetchReport {
 // then B (back, alone) as substituters moves on to B and gets P there. C
 // restarted with B as its peer serves P again, fetched from B: followers
 // share it without the publisher. Q, which B lacks, is a 404 at once too
-// (B's gateway said so; bitswap is not waited for).
+// (B's gateway said so; bitswap is not waited for), and Nix, which C's
+// narinfo had sent to C, moves on to a classic binary cache that has Q.
 func TestPublisherAway(t *testing.T) {
 	nixEnv(t)
 	pa := newPublisher(t, 1<<20, 50)
@@ -529,6 +530,10 @@ func TestPublisherAway(t *testing.T) {
 	db.stop() // else C may find B through A, and fetch from it
 	q := nixtest.AddTree(t, pa.store, "q", map[string]string{"data": "published after B left\n"})
 	pa.node.publish(t, "--sign-key", pa.key, q)
+	// A classic binary cache holding Q too, for Nix to fall back on.
+	run(t, nil, "nix", "--extra-experimental-features", "nix-command", "store", "sign", "--store", pa.store, "--key-file", pa.key, q)
+	classic := "file://" + filepath.Join(t.TempDir(), "classic")
+	run(t, nil, "nix", "--extra-experimental-features", "nix-command", "copy", "--from", pa.store, "--to", classic, q)
 	c := newNode(t, "", nil)
 	dc := c.daemon(t, "--peer", aPeer, "--follow", name)
 	waitServed(t, dc.url, q, 30*time.Second)
@@ -568,6 +573,14 @@ func TestPublisherAway(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("C's NAR 404 for a path B lacks took %s", d)
+	}
+	// Nix, told by C's narinfo that C has Q, gets the 404 for its NAR and
+	// moves on to the classic cache.
+	storeF := nixtest.Store(t)
+	runBounded(t, []string{nixConfig + "substituters = " + dc.url + " " + classic + "\n"}, time.Minute,
+		"nix-store", "--store", storeF, "--realise", q)
+	if want, got := pathInfo(t, pa.store, q), pathInfo(t, storeF, q); want.NarHash != got.NarHash {
+		t.Errorf("NarHash %s of Q through C then the classic cache, %s in A", got.NarHash, want.NarHash)
 	}
 }
 
