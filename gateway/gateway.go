@@ -124,6 +124,11 @@ type Gateway struct {
 	background sync.WaitGroup
 	prerender  *prerenderer   // nil: off
 	followed   followedLookup // Config.Paths, if it is one
+	// nowhere remembers, by DAG root, when a NAR failed because no holder
+	// or connected peer had a block of it (retrieve.NoSourceError): for
+	// nowhereFor after, that path's narinfo is a 404 (Nix's narinfo cache
+	// would have made the NAR URL the next client's only try).
+	nowhere *lru.Cache[cid.Cid, time.Time]
 	// verified remembers the NARs (narcache.Name: root, size, NarHash)
 	// whose render matched their NarHash. A root CID names its DAG's
 	// blocks, which are checked against their CIDs when stored or fetched,
@@ -192,7 +197,8 @@ func New(cfg Config) *Gateway {
 		cfg.Retriever = retrieve.New(retrieve.Config{Local: cfg.Local, Network: cfg.API.Dag(), Denied: cfg.Denied, Logger: cfg.Logger})
 	}
 	narinfos, _ := lru.New[*manifests.PathInfo, []byte](16384)
-	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos, followed: followed,
+	nowhere, _ := lru.New[cid.Cid, time.Time](4096)
+	g := &Gateway{cfg: cfg, mux: http.NewServeMux(), narinfos: narinfos, followed: followed, nowhere: nowhere,
 		cacheInfoBody: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cfg.StoreDir, cfg.Priority)}
 	if !cfg.Reverify {
 		g.verified, _ = lru.New[string, struct{}](verifiedNARs)
@@ -331,7 +337,23 @@ func (g *Gateway) available(ctx context.Context, p *manifests.PathInfo) bool {
 	if g.cfg.NARCache != nil && g.cfg.NARCache.Has(narcache.Name(p.Root, p.NarHash, p.NarSize)) {
 		return true
 	}
+	if t, ok := g.nowhere.Get(p.Root); ok && time.Since(t) < nowhereFor {
+		return false
+	}
 	return g.cfg.Retriever.Available(ctx, p.Root)
+}
+
+// nowhereFor is how long a NAR that failed for want of a source makes its
+// path's narinfo a 404: long enough for the other machines of a CI run
+// that asked at once, short enough not to hide a holder that came back.
+const nowhereFor = 30 * time.Second
+
+// noSource remembers root if err says no holder or peer had a block of it.
+func (g *Gateway) noSource(root cid.Cid, err error) {
+	var none *retrieve.NoSourceError
+	if errors.As(err, &none) {
+		g.nowhere.Add(root, time.Now())
+	}
 }
 
 // NarRef names a served NAR: its DAG root, size and hash.

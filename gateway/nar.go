@@ -60,6 +60,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		cancel()
 		if err != nil {
 			g.cfg.Logger.Info("nar root unavailable", "root", root, "asked", sess.Asked(), "err", err)
+			g.noSource(root, err)
 			notFound(w)
 			return
 		}
@@ -164,6 +165,7 @@ func (g *Gateway) nar(w http.ResponseWriter, r *http.Request) {
 		case errors.As(err, &none):
 			g.cfg.Logger.Warn("nar render: block held nowhere reachable", "root", root, "cid", none.Cid, "path", entry,
 				"asked", none.Asked)
+			g.noSource(root, err)
 		default:
 			g.cfg.Logger.Warn("nar render aborted", "root", root, "err", err)
 		}

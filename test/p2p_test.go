@@ -516,8 +516,9 @@ func waitPrefetched(t testing.TB, url string, n int64) prefetchReport {
 // then B (back, alone) as substituters moves on to B and gets P there. C
 // restarted with B as its peer serves P again, fetched from B: followers
 // share it without the publisher. Q, which B lacks, is a 404 at once too
-// (B's gateway said so; bitswap is not waited for), and Nix, which C's
-// narinfo had sent to C, moves on to a classic binary cache that has Q.
+// (B's gateway said so; bitswap is not waited for): Nix, which C's narinfo
+// had sent to C, moves on to a classic binary cache that has Q, and for a
+// while C's narinfo of Q is a 404.
 func TestPublisherAway(t *testing.T) {
 	nixEnv(t)
 	pa := newPublisher(t, 1<<20, 50)
@@ -566,7 +567,15 @@ func TestPublisherAway(t *testing.T) {
 	if want, got := pathInfo(t, pa.store, pa.path), pathInfo(t, storeE, pa.path); want.NarHash != got.NarHash {
 		t.Errorf("NarHash %s from C with B as its peer, %s in A", got.NarHash, want.NarHash)
 	}
-	qNAR, _, _ := narURL(t, dc.url, q) // B is a peer: C cannot tell before asking
+	// Q: B lacks it, but C cannot tell before asking. Nix, sent to C by
+	// its narinfo, gets a 404 for the NAR and moves on to the classic cache.
+	qNAR, _, _ := narURL(t, dc.url, q)
+	storeF := nixtest.Store(t)
+	runBounded(t, []string{nixConfig + "substituters = " + dc.url + " " + classic + "\n"}, time.Minute,
+		"nix-store", "--store", storeF, "--realise", q)
+	if want, got := pathInfo(t, pa.store, q), pathInfo(t, storeF, q); want.NarHash != got.NarHash {
+		t.Errorf("NarHash %s of Q through C then the classic cache, %s in A", got.NarHash, want.NarHash)
+	}
 	start = time.Now()
 	if code := status(t, qNAR); code != http.StatusNotFound {
 		t.Errorf("C's NAR of a path only A had, with B as its peer: %d, want 404", code)
@@ -574,13 +583,10 @@ func TestPublisherAway(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("C's NAR 404 for a path B lacks took %s", d)
 	}
-	// Nix, told by C's narinfo that C has Q, gets the 404 for its NAR and
-	// moves on to the classic cache.
-	storeF := nixtest.Store(t)
-	runBounded(t, []string{nixConfig + "substituters = " + dc.url + " " + classic + "\n"}, time.Minute,
-		"nix-store", "--store", storeF, "--realise", q)
-	if want, got := pathInfo(t, pa.store, q), pathInfo(t, storeF, q); want.NarHash != got.NarHash {
-		t.Errorf("NarHash %s of Q through C then the classic cache, %s in A", got.NarHash, want.NarHash)
+	// Its NAR just failed for want of a source: for a while, the next
+	// client is told at the narinfo.
+	if code := status(t, dc.url+"/"+hashOf(q)+".narinfo"); code != http.StatusNotFound {
+		t.Errorf("C's narinfo of Q right after its NAR found no source: %d, want 404", code)
 	}
 }
 
