@@ -490,22 +490,30 @@ func TestFollowerRestartsAlone(t *testing.T) {
 }
 
 // prefetchReport is the prefetch part of a daemon's status.json.
-type prefetchReport struct{ Done, Failed, Bytes int64 }
+type prefetchReport struct{ Done, Failed, Retrying, Bytes int64 }
+
+// prefetchOf reads the prefetch report of the daemon at url (nil: none).
+func prefetchOf(t testing.TB, url string) *prefetchReport {
+	t.Helper()
+	var rep struct {
+		Prefetch *prefetchReport `json:"prefetch"`
+	}
+	if err := json.Unmarshal(get(t, url+"/status.json"), &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep.Prefetch
+}
 
 // waitPrefetched waits until the daemon at url has prefetched n paths and
 // returns its prefetch report.
 func waitPrefetched(t testing.TB, url string, n int64) prefetchReport {
 	t.Helper()
-	var rep struct {
-		Prefetch *prefetchReport `json:"prefetch"`
-	}
+	var rep *prefetchReport
 	waitUntil(t, fmt.Sprintf("%d paths prefetched", n), 30*time.Second, func() bool {
-		if err := json.Unmarshal(get(t, url+"/status.json"), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return rep.Prefetch != nil && rep.Prefetch.Done >= n
+		rep = prefetchOf(t, url)
+		return rep != nil && rep.Done >= n
 	})
-	return *rep.Prefetch
+	return *rep
 }
 
 // TestPublisherAway is a follower whose publisher is away. B fetched A's
@@ -607,25 +615,18 @@ func TestPrefetchRetries(t *testing.T) {
 	pa.d.stop()
 
 	db = b.daemon(t, "--follow", name, "--prefetch", "1")
-	var rep struct {
-		Prefetch *struct{ Done, Failed, Retrying int64 }
-	}
+	var rep *prefetchReport
 	waitUntil(t, "B's prefetch failed and waits to try again", 30*time.Second, func() bool {
-		if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return rep.Prefetch != nil && rep.Prefetch.Failed >= 1 && rep.Prefetch.Retrying == 1
+		rep = prefetchOf(t, db.url)
+		return rep != nil && rep.Failed >= 1 && rep.Retrying == 1
 	})
-	if rep.Prefetch.Done != 0 {
-		t.Fatalf("B prefetched %d paths with A away", rep.Prefetch.Done)
+	if rep.Done != 0 {
+		t.Fatalf("B prefetched %d paths with A away", rep.Done)
 	}
 	da := pa.node.daemon(t, "--peer", loopbackPeer(t, db))
 	waitPrefetched(t, db.url, 1)
-	if err := json.Unmarshal(get(t, db.url+"/status.json"), &rep); err != nil {
-		t.Fatal(err)
-	}
-	if rep.Prefetch.Retrying != 0 {
-		t.Errorf("B still has %d prefetches to try again after they succeeded", rep.Prefetch.Retrying)
+	if rep = prefetchOf(t, db.url); rep.Retrying != 0 {
+		t.Errorf("B still has %d prefetches to try again after they succeeded", rep.Retrying)
 	}
 	da.stop()
 	storeD := nixtest.Store(t)

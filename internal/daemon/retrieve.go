@@ -15,13 +15,16 @@ import (
 // holders lists where DAGs may be fetched as CARs: the gateways named on
 // the command line, then those of connected nixipfs peers.
 type holders struct {
-	static []string
+	static []retrieve.Holder
 	peers  *retrieve.PeerGateways // nil for an external node
 	next   atomic.Uint64
 }
 
 func newHolders(node *ipfsnode.Node, static []string) *holders {
-	h := &holders{static: static}
+	h := &holders{}
+	for _, u := range static {
+		h.static = append(h.static, retrieve.Holder{URL: u})
+	}
 	if e := node.Embedded(); e != nil {
 		h.peers = &retrieve.PeerGateways{Host: e.PeerHost}
 	}
@@ -31,10 +34,7 @@ func newHolders(node *ipfsnode.Node, static []string) *holders {
 // list is asked once per NAR render. Peers' gateways come in turn first,
 // so the paths of a closure fetched at once are spread over their holders.
 func (h *holders) list(ctx context.Context) []retrieve.Holder {
-	out := make([]retrieve.Holder, 0, len(h.static))
-	for _, u := range h.static {
-		out = append(out, retrieve.Holder{URL: u})
-	}
+	out := append([]retrieve.Holder(nil), h.static...)
 	if h.peers != nil {
 		found := h.peers.Gateways(ctx)
 		if n := len(found); n > 1 {
